@@ -1,0 +1,251 @@
+//! The command line: `serve` (default), `check`, `map`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::SystemTime,
+};
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::{
+    config::{Config, LoadReport},
+    event::{EventData, RequestContext},
+    server::{build_tags, Services},
+    tags::TagDecision,
+};
+
+const DEFAULT_CONFIG: &str = "config/tagbridge.yaml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tagbridge",
+    version,
+    about = "Server-side tagging gateway: GA4 and JSON events in, Pinterest Conversions API events out."
+)]
+pub struct Cli {
+    /// Config file (YAML).
+    #[arg(long, short, global = true, env = "TAGBRIDGE_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default command).
+    Serve,
+    /// Validate the config and print the resolved settings, secrets masked.
+    Check,
+    /// Print, as JSON, the request each tag would make for one event-data object.
+    Map {
+        /// The event-data JSON file (`-` for stdin).
+        #[arg(long, short)]
+        event: PathBuf,
+        /// Only this tag.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&cli.config),
+        Command::Check => check(&cli.config),
+        Command::Map { event, tag } => map(&cli.config, &event, tag.as_deref()),
+    }
+}
+
+fn load(path: &Path) -> Result<(Config, LoadReport), ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("config error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn report_warnings(report: &LoadReport, log: impl Fn(&str)) {
+    for var in &report.unset_env_vars {
+        log(&format!(
+            "environment variable {var} is not set; it expands to an empty value"
+        ));
+    }
+    for w in &report.warnings {
+        log(w);
+    }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    let (config, report) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(&config.logging);
+    report_warnings(&report, |w| tracing::warn!(warning = %w, "Config warning."));
+    for tc in &config.tags {
+        let crate::tags::TagConfig::Pinterest(s) = tc;
+        if s.is_dry_run() {
+            tracing::warn!(tag = %s.name, "Tag is in dry run (no access token or dry_run: true): events are mapped and logged, not sent.");
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %config.server.listen, error = %e, "Cannot listen.");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(addr = %addr, tags = config.tags.len(), version = env!("CARGO_PKG_VERSION"), "Listening.");
+        match crate::server::run(config, listener, shutdown_signal(), Services::default()).await {
+            Ok(report) if report.abandoned == 0 => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(3),
+            Err(e) => {
+                tracing::error!(error = %e, "Gateway failed.");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let (config, report) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    report_warnings(&report, |w| eprintln!("warning: {w}"));
+    println!("{config}");
+    eprintln!("config OK: {}", path.display());
+    ExitCode::SUCCESS
+}
+
+fn map(path: &Path, event_path: &Path, only: Option<&str>) -> ExitCode {
+    let (config, _) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let text = if event_path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(event_path)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", event_path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let event = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => EventData::new(m),
+        Ok(_) => {
+            eprintln!(
+                "{}: expected a JSON object (one event-data object)",
+                event_path.display()
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{}: invalid JSON: {e}", event_path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match map_event(&config, &event, only) {
+        Ok(out) => {
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What `tagbridge map` prints: per tag, its decision and the request it would make
+/// (the token masked).
+///
+/// # Errors
+/// When `only` names no configured tag.
+pub fn map_event(config: &Config, event: &EventData, only: Option<&str>) -> Result<Value, String> {
+    let (slots, _) = build_tags(config);
+    if let Some(name) = only {
+        if !slots.iter().any(|s| s.tag.name() == name) {
+            return Err(format!("no tag named {name:?} in the config"));
+        }
+    }
+    let req = RequestContext::detached(SystemTime::now());
+    let mut out = Vec::new();
+    for slot in slots
+        .iter()
+        .filter(|s| only.is_none_or(|n| s.tag.name() == n))
+    {
+        let result = slot.tag.evaluate(event, &req);
+        let dest = slot.tag.destination();
+        let mut entry = json!({ "tag": slot.tag.name() });
+        let dry_run = matches!(result.decision, TagDecision::DryRun(_));
+        match result.decision {
+            TagDecision::Send(ob) | TagDecision::DryRun(ob) => {
+                entry["decision"] = json!(if dry_run { "dry_run" } else { "send" });
+                entry["request"] = json!({
+                    "method": "POST",
+                    "url": dest.url(),
+                    "headers": {"authorization": "Bearer ***", "content-type": "application/json"},
+                    "body": {"data": [ob.event]},
+                });
+            }
+            TagDecision::Skip(reason) => {
+                entry["decision"] = json!("skip");
+                entry["reason"] = json!(reason.as_str());
+            }
+        }
+        if !result.cookies.is_empty() {
+            entry["set_cookies"] = json!(result
+                .cookies
+                .iter()
+                .map(|c| c.header_value())
+                .collect::<Vec<_>>());
+        }
+        out.push(entry);
+    }
+    Ok(Value::Array(out))
+}

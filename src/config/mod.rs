@@ -1,0 +1,439 @@
+//! Configuration: one YAML file, read once at start-up, validated, passed explicitly.
+//!
+//! Loading order: the file (YAML, via the `config` crate), then `TAGBRIDGE__SECTION__KEY`
+//! environment overrides, then `${VAR}` expansion in string values, then typed
+//! deserialization (unknown keys are errors, so typos cannot pass silently), then
+//! [`Config::validate`]. Every error names the key path (`tags[0].advertiser_id: ...`).
+
+mod expand;
+mod secret;
+pub(crate) mod stringish;
+
+use std::{collections::HashSet, fmt, net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tags::TagConfig;
+
+pub use secret::Secret;
+
+/// Prefix of environment overrides: `TAGBRIDGE__DISPATCH__BATCH_MAX_EVENTS=500`.
+pub const ENV_PREFIX: &str = "TAGBRIDGE";
+
+/// A configuration problem, reported as one line: `path: problem`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Dotted key path (`tags[0].advertiser_id`), or the file name for file-level problems.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub queue: QueueConfig,
+    pub dispatch: DispatchConfig,
+    pub debug: DebugConfig,
+    pub logging: LoggingConfig,
+    pub tags: Vec<TagConfig>,
+}
+
+/// `server:` — the HTTP listener and ingest limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (default `0.0.0.0:8080`).
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes (default 65536); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request body (default 5000 ms); slower clients get 408.
+    pub request_timeout_ms: u64,
+    /// CORS allowlist of origins (`https://shop.example`); empty = same-site only.
+    pub allowed_origins: Vec<String>,
+    /// Peers (CIDRs or addresses) allowed to set `X-Forwarded-For`.
+    #[serde(with = "cidr_list")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Header a trusted proxy uses for the client address (`CF-Connecting-IP`, ...).
+    pub client_ip_header: Option<String>,
+    /// Ingest paths, configurable so sites can avoid paths ad blockers match.
+    pub paths: PathsConfig,
+    /// Optional key that authenticates server-to-server callers (`X-Tagbridge-Key` header).
+    pub ingest_key: Secret,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_body_bytes: 65_536,
+            request_timeout_ms: 5_000,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            client_ip_header: None,
+            paths: PathsConfig::default(),
+            ingest_key: Secret::default(),
+        }
+    }
+}
+
+/// `server.paths:` — where each ingest endpoint is mounted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    pub gtag: String,
+    pub mp: String,
+    pub data: String,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self {
+            gtag: "/g/collect".into(),
+            mp: "/mp/collect".into(),
+            data: "/data".into(),
+        }
+    }
+}
+
+/// `queue:` — the embedded durable store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Directory of the queue (default `./data/queue`).
+    pub path: PathBuf,
+    /// Size cap in bytes (default 1 GiB); when full, new events get 503, never a silent drop.
+    pub max_bytes: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./data/queue"),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// `dispatch:` — batching and delivery to destinations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Events per request, at most 1000 (Pinterest's limit; default 1000).
+    pub batch_max_events: usize,
+    /// Longest time an event waits for its batch to fill (default 1000 ms).
+    pub batch_max_wait_ms: u64,
+    /// Requests in flight per destination route (default 4).
+    pub concurrency: usize,
+    /// Timeout of one HTTP attempt (default 10000 ms).
+    pub timeout_ms: u64,
+    /// On SIGTERM: time allowed to send what is pending (default 20 s).
+    pub drain_s: u64,
+    pub retry: RetryConfig,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_events: 1000,
+            batch_max_wait_ms: 1000,
+            concurrency: 4,
+            timeout_ms: 10_000,
+            drain_s: 20,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// `dispatch.retry:` — exponential backoff with full jitter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    pub give_up_after_s: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: 500,
+            max_ms: 60_000,
+            give_up_after_s: 86_400,
+        }
+    }
+}
+
+/// `debug:` — the live debug page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    pub enabled: bool,
+    /// Required for `/debug` from other hosts; without one, loopback only.
+    pub token: Secret,
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token: Secret::default(),
+        }
+    }
+}
+
+/// `logging:` — format and level of the gateway's own log (JSON lines on stdout by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `tagbridge=debug,info` (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// What loading found besides errors: things worth a warning at start-up.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub unset_env_vars: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads, overrides, expands, deserializes and validates the file at `path`.
+    ///
+    /// # Errors
+    /// The first problem found, as `key.path: problem`.
+    pub fn load(path: &std::path::Path) -> Result<(Config, LoadReport), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_yaml(&text, &path.display().to_string(), &env)
+    }
+
+    /// Like [`Config::load`], from YAML text and an explicit environment (tests pass their own).
+    pub fn from_yaml(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<(Config, LoadReport), ConfigError> {
+        let overrides: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .cloned()
+            .collect();
+        let layered = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| ConfigError::new(origin, e.to_string()))?;
+        let mut tree: serde_json::Value = layered
+            .try_deserialize()
+            .map_err(|e| ConfigError::new(origin, e.to_string()))?;
+        if tree.is_null() {
+            tree = serde_json::Value::Object(Default::default());
+        }
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_owned())
+        };
+        let unset_env_vars = expand::expand_tree(&mut tree, &lookup);
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { origin.to_owned() } else { path };
+            ConfigError::new(path, e.into_inner().to_string())
+        })?;
+        let warnings = config.validate()?;
+        Ok((
+            config,
+            LoadReport {
+                unset_env_vars,
+                warnings,
+            },
+        ))
+    }
+
+    /// Checks what types alone cannot; returns warnings for odd-but-valid settings.
+    ///
+    /// # Errors
+    /// The first invalid setting.
+    pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        let s = &self.server;
+        if s.max_body_bytes == 0 {
+            return Err(ConfigError::new("server.max_body_bytes", "must be > 0"));
+        }
+        if s.request_timeout_ms == 0 {
+            return Err(ConfigError::new("server.request_timeout_ms", "must be > 0"));
+        }
+        for (name, p) in [
+            ("gtag", &s.paths.gtag),
+            ("mp", &s.paths.mp),
+            ("data", &s.paths.data),
+        ] {
+            if !p.starts_with('/') || p.len() < 2 || p.contains(['{', '}', '*', '?', '#']) {
+                return Err(ConfigError::new(
+                    format!("server.paths.{name}"),
+                    format!("must be a plain absolute path such as \"/data\", got {p:?}"),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for p in [&s.paths.gtag, &s.paths.mp, &s.paths.data] {
+            if !seen.insert(p)
+                || ["/healthz", "/readyz", "/metrics", "/debug"].contains(&p.as_str())
+            {
+                return Err(ConfigError::new(
+                    "server.paths",
+                    format!("path {p:?} is used twice"),
+                ));
+            }
+        }
+        for (i, o) in s.allowed_origins.iter().enumerate() {
+            if o != "*"
+                && url::Url::parse(o)
+                    .map(|u| u.host().is_none())
+                    .unwrap_or(true)
+            {
+                return Err(ConfigError::new(
+                    format!("server.allowed_origins[{i}]"),
+                    format!("must be an origin such as \"https://shop.example\", got {o:?}"),
+                ));
+            }
+        }
+        if let Some(h) = &s.client_ip_header {
+            if axum::http::HeaderName::try_from(h.as_str()).is_err() {
+                return Err(ConfigError::new(
+                    "server.client_ip_header",
+                    format!("not a valid header name: {h:?}"),
+                ));
+            }
+        }
+        let d = &self.dispatch;
+        if d.batch_max_events == 0 || d.batch_max_events > 1000 {
+            return Err(ConfigError::new(
+                "dispatch.batch_max_events",
+                format!(
+                    "must be 1..=1000 (Pinterest's limit), got {}",
+                    d.batch_max_events
+                ),
+            ));
+        }
+        if d.concurrency == 0 {
+            return Err(ConfigError::new("dispatch.concurrency", "must be > 0"));
+        }
+        if d.timeout_ms == 0 {
+            return Err(ConfigError::new("dispatch.timeout_ms", "must be > 0"));
+        }
+        if d.retry.initial_ms == 0 || d.retry.max_ms < d.retry.initial_ms {
+            return Err(ConfigError::new(
+                "dispatch.retry",
+                "needs 0 < initial_ms <= max_ms",
+            ));
+        }
+        if self.queue.max_bytes == 0 {
+            return Err(ConfigError::new("queue.max_bytes", "must be > 0"));
+        }
+        if self.logging.level.trim().is_empty()
+            || tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err()
+        {
+            return Err(ConfigError::new(
+                "logging.level",
+                format!("not a log level or filter: {:?}", self.logging.level),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, tag) in self.tags.iter().enumerate() {
+            let path = format!("tags[{i}]");
+            if !names.insert(tag.name()) {
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("duplicate tag name {:?}", tag.name()),
+                ));
+            }
+            warnings.extend(tag.validate(&path)?);
+        }
+        if self.tags.is_empty() {
+            warnings.push("no tags configured: events are accepted and dropped".into());
+        }
+        Ok(warnings)
+    }
+
+    /// A copy for tests: listens on 127.0.0.1:0, short batch wait, no tags.
+    pub fn for_tests() -> Config {
+        let mut c = Config::default();
+        c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.dispatch.batch_max_wait_ms = 50;
+        c.dispatch.drain_s = 10;
+        c
+    }
+}
+
+impl fmt::Display for Config {
+    /// The resolved configuration as pretty JSON, secrets masked (what `tagbridge check` prints).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_string_pretty(self) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => Err(fmt::Error),
+        }
+    }
+}
+
+/// `trusted_proxies` entries: CIDRs (`10.0.0.0/8`) or single addresses (`10.1.2.3`).
+mod cidr_list {
+    use ipnet::IpNet;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|n| n.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        let raw = Vec::<String>::deserialize(d)?;
+        raw.iter()
+            .map(|t| {
+                let t = t.trim();
+                t.parse::<IpNet>()
+                    .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| D::Error::custom(format!("not a CIDR or IP address: {t:?}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

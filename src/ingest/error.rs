@@ -1,0 +1,84 @@
+//! Ingest errors and the status each one gets. One exhaustive `match`: a new variant must
+//! choose its status. Messages name the problem and never echo request data.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body not received within {ms} ms")]
+    BodyTimeout { ms: u64 },
+    #[error("could not read the request body")]
+    BodyRead,
+    #[error(
+        "empty request body: send a JSON object, an array of objects, or {{\"events\": [...]}}"
+    )]
+    EmptyBody,
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("expected a JSON object, an array of objects, or {{\"events\": [...]}}; got {0}")]
+    WrongShape(&'static str),
+    #[error("too many events in one request: {count} (limit {limit})")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error("no event in the request")]
+    NoEvents,
+    #[error("the gateway is overloaded; retry later")]
+    Overloaded,
+    #[error("the gateway is shutting down; retry later")]
+    ShuttingDown,
+}
+
+impl IngestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            IngestError::BodyRead
+            | IngestError::EmptyBody
+            | IngestError::InvalidJson(_)
+            | IngestError::WrongShape(_)
+            | IngestError::TooManyEvents { .. }
+            | IngestError::NoEvents => StatusCode::BAD_REQUEST,
+            IngestError::Overloaded | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::BodyTooLarge { .. } => "body_too_large",
+            IngestError::BodyTimeout { .. } => "body_timeout",
+            IngestError::BodyRead => "body_read",
+            IngestError::EmptyBody => "empty_body",
+            IngestError::InvalidJson(_) => "invalid_json",
+            IngestError::WrongShape(_) => "wrong_shape",
+            IngestError::TooManyEvents { .. } => "too_many_events",
+            IngestError::NoEvents => "no_events",
+            IngestError::Overloaded => "overloaded",
+            IngestError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        tracing::info!(status = status.as_u16(), reason = self.reason(), error = %self, "Request rejected.");
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
