@@ -85,7 +85,7 @@ pub struct Processed {
     pub event_id: Option<String>,
     pub client_id: Option<String>,
     pub tags: Vec<TagReport>,
-    /// Whether any tag waited for its destination (then `tags` goes into the answer).
+    /// Whether a tag is in `wait_for_response` mode (then `tags` goes into the answer).
     pub waited: bool,
 }
 
@@ -192,8 +192,9 @@ impl Pipeline {
             }
             pending_per_event.push(pending);
         }
+        // Any waiting tag puts the per-tag outcomes into the answer, whatever it decided.
+        let waited = self.tags.iter().any(|s| s.tag.wait_for_response());
         for (event, pending) in events.iter().zip(pending_per_event) {
-            let waited = pending.iter().any(|p| matches!(p, Pending::Waiting(..)));
             let mut reports = Vec::with_capacity(pending.len());
             for p in pending {
                 reports.push(match p {

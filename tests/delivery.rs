@@ -1,0 +1,213 @@
+//! Delivery outcomes and logs: `wait_for_response` answers, Pinterest's per-event
+//! failures, permanent errors, a retried 5xx, and the `log` switch (stape's field names).
+
+mod common;
+
+use common::TestServer;
+use serde_json::{json, Value};
+use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
+
+fn event(id: &str) -> Value {
+    json!({"event_name": "purchase", "event_id": id, "ip_override": "203.0.113.7",
+           "user_agent": "UA", "page_location": "https://shop.example.com/x"})
+}
+
+async fn start(mock: &MockServer, extra: Value) -> TestServer {
+    let mut settings =
+        json!({"name": "pin", "advertiser_id": "549755885175", "access_token": "pina_SECRET"});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        settings[k] = v.clone();
+    }
+    TestServer::start(common::config_with(vec![common::tag(
+        settings,
+        &mock.uri(),
+    )]))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_response_reports_sent_and_per_event_failures() {
+    let mock = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        "num_events_received": 2, "num_events_processed": 1,
+        "events": [
+            {"status": "processed", "error_message": "", "warning_message": ""},
+            {"status": "failed", "error_message": "Invalid event_time.", "warning_message": ""}
+        ]})))
+        .mount(&mock)
+        .await;
+    let server = start(&mock, json!({"wait_for_response": true})).await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&json!([event("w-1"), event("w-2")]))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json"),
+        json!([
+            {"client_id": null, "event_id": "w-1", "tags": [{"name": "pin", "status": "sent"}]},
+            {"client_id": null, "event_id": "w-2", "tags": [{"name": "pin", "status": "failed", "detail": "Invalid event_time."}]}
+        ])
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_is_final_and_reported() {
+    let mock = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"code": 2, "message": "Authentication failed."})),
+        )
+        .mount(&mock)
+        .await;
+    let server = start(&mock, json!({"wait_for_response": true})).await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&event("a-1"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        resp.json::<Value>().await.expect("json"),
+        json!({"client_id": null, "event_id": "a-1",
+               "tags": [{"name": "pin", "status": "failed", "detail": "HTTP 401: Authentication failed. (code 2)"}]})
+    );
+    let report = server.shutdown().await;
+    assert_eq!(report.abandoned, 0);
+    // Not retried.
+    assert_eq!(mock.received_requests().await.unwrap_or_default().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_until_delivered() {
+    let mock = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_json(json!({"code": 4197, "message": "ramped down"})),
+        )
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(common::PinterestOk)
+        .with_priority(2)
+        .mount(&mock)
+        .await;
+    let mut settings = json!({"name": "pin", "advertiser_id": "549755885175", "access_token": "t", "wait_for_response": true});
+    settings["api_base"] = json!(mock.uri());
+    let mut config = common::config_with(vec![common::tag(settings, &mock.uri())]);
+    config.dispatch.retry.initial_ms = 10;
+    config.dispatch.retry.max_ms = 50;
+    let server = TestServer::start(config).await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&event("r-1"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        resp.json::<Value>().await.expect("json")["tags"],
+        json!([{"name": "pin", "status": "sent"}])
+    );
+    server.shutdown().await;
+    let requests = mock.received_requests().await.unwrap_or_default();
+    assert_eq!(requests.len(), 3);
+    // Every attempt carries the same event (same event_id: Pinterest deduplicates).
+    for r in &requests {
+        let body: Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(body["data"][0]["event_id"], "r-1");
+    }
+}
+
+async fn logged_records(log: &str, debug_header: bool, body: Value) -> Vec<Value> {
+    let mock = common::mock_pinterest().await;
+    let server = start(&mock, json!({"log": log})).await;
+    let mut req = reqwest::Client::new().post(server.url("/data")).json(&body);
+    if debug_header {
+        req = req.header("x-tagbridge-debug", "1");
+    }
+    assert_eq!(req.send().await.expect("post").status(), 200);
+    let log = server.log.clone();
+    server.shutdown().await;
+    log.records()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_switch_and_record_fields() {
+    let records = logged_records("always", false, event("l-1")).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let req = &records[0];
+    assert_eq!(req["Name"], "Pinterest");
+    assert_eq!(req["Type"], "Request");
+    assert_eq!(req["EventName"], "checkout");
+    assert_eq!(req["RequestMethod"], "POST");
+    assert!(req["RequestUrl"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("/v5/ad_accounts/549755885175/events"));
+    assert_eq!(req["RequestBody"]["data"][0]["event_id"], "l-1");
+    assert_eq!(req["TraceId"].as_str().map(str::len), Some(32));
+    let resp = &records[1];
+    assert_eq!(resp["Type"], "Response");
+    assert_eq!(resp["ResponseStatusCode"], 200);
+    assert_eq!(
+        resp["ResponseBody"],
+        json!({"status": "processed", "error_message": "", "warning_message": ""})
+    );
+    assert_eq!(resp["TraceId"], req["TraceId"]);
+    assert!(resp["ResponseHeaders"].is_object());
+    let all = serde_json::to_string(&records).unwrap_or_default();
+    assert!(
+        !all.contains("pina_SECRET"),
+        "the token must never be logged"
+    );
+
+    assert!(logged_records("no", true, event("l-2")).await.is_empty());
+    assert!(logged_records("debug", false, event("l-3"))
+        .await
+        .is_empty());
+    assert_eq!(logged_records("debug", true, event("l-4")).await.len(), 2);
+    let mut dbg = event("l-5");
+    dbg["debug_mode"] = json!(true);
+    assert_eq!(logged_records("debug", false, dbg).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_logs_and_sends_nothing() {
+    let mock = common::mock_pinterest().await;
+    let mut settings = json!({"name": "pin", "advertiser_id": "549755885175", "access_token": "", "wait_for_response": true});
+    settings["log"] = json!("no");
+    let server = TestServer::start(common::config_with(vec![common::tag(
+        settings,
+        &mock.uri(),
+    )]))
+    .await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&event("d-1"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        resp.json::<Value>().await.expect("json")["tags"],
+        json!([{"name": "pin", "status": "skipped", "detail": "dry_run"}])
+    );
+    let log = server.log.clone();
+    server.shutdown().await;
+    assert!(mock
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty());
+    let records = log.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["DryRun"], true);
+    assert_eq!(records[0]["RequestBody"]["data"][0]["event_id"], "d-1");
+}
