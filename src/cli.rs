@@ -47,6 +47,11 @@ pub enum Command {
         #[arg(long)]
         tag: Option<String>,
     },
+    /// Exit 0 when the gateway at URL answers 200 (for container HEALTHCHECKs without curl).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 /// Entry point of the binary.
@@ -56,6 +61,45 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::Check => check(&cli.config),
         Command::Map { event, tag } => map(&cli.config, &event, tag.as_deref()),
+        Command::Healthcheck { url } => healthcheck(&url),
+    }
+}
+
+/// A plain HTTP/1.1 GET with a 3 s budget; success is a `200` status line.
+fn healthcheck(url: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let result = (|| -> Result<bool, String> {
+        let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let host = u.host_str().ok_or("URL has no host")?;
+        let port = u.port_or_known_default().unwrap_or(80);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("cannot resolve host")?;
+        let timeout = std::time::Duration::from_secs(3);
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        write!(
+            stream,
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+            u.path()
+        )
+        .map_err(|e| e.to_string())?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    })();
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("unhealthy: {url} did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -176,21 +176,12 @@ impl Default for RetryConfig {
 }
 
 /// `debug:` — the live debug page.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
     pub enabled: bool,
     /// Required for `/debug` from other hosts; without one, loopback only.
     pub token: Secret,
-}
-
-impl Default for DebugConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            token: Secret::default(),
-        }
-    }
 }
 
 /// `logging:` — format and level of the gateway's own log (JSON lines on stdout by default).

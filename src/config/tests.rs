@@ -8,75 +8,42 @@ fn load(yaml: &str) -> Result<(Config, LoadReport), ConfigError> {
 fn probe() {
     let tag = "tags:\n  - name: p\n    type: pinterest\n    advertiser_id: \"549755885175\"\n";
     let cases: Vec<String> = vec![
-        "bogus: 1\n".into(),
-        "server:\n  lisen: x\n".into(),
-        format!("{tag}    evnt_name: inherit\n"),
-        "server:\n  max_body_bytes: \"big\"\n".into(),
-        "server:\n  listen: \"localhost\"\n".into(),
-        "tags:\n  - name: p\n    type: pinterest\n    advertiser_id: abc\n".into(),
-        "tags:\n  - name: p\n    type: pinterest\n".into(),
-        "tags:\n  - name: p\n    type: meta\n    advertiser_id: \"1\"\n".into(),
-        "tags:\n  - name: p\n    advertiser_id: \"1\"\n".into(),
-        format!("{tag}  - name: p\n    type: pinterest\n    advertiser_id: \"549755885176\"\n"),
-        "dispatch:\n  batch_max_events: 0\n".into(),
-        "dispatch:\n  batch_max_events: 1001\n".into(),
-        format!("{tag}    event_name: standard\n"),
-        format!("{tag}    standard_event: purchase\n"),
-        format!("{tag}    user_data:\n      email: x\n"),
-        format!("{tag}    dry_run: false\n"),
-        "server:\n  trusted_proxies: [\"10.0.0.0/33\"]\n".into(),
-        format!("{tag}    api_base: \"ftp://x\"\n"),
-        format!("{tag}    api_base: \"not a url\"\n"),
-        "server:\n  listen: [\n".into(),
-        "server: {a: 1\n".into(),
-        "server:\n\tlisten: x\n".into(),
-        "server:\n  listen: \"a\"\n   max: 2\n".into(),
-        format!("{tag}    log: no\n"),
-        format!("{tag}    log: false\n"),
-        format!("{tag}    log: sometimes\n"),
-        format!("{tag}    advertiser_id: 1\n"),
-        "tags:\n  - name: p\n    type: pinterest\n    advertiser_id: 549755885175\n".into(),
-        "server:\n  max_body_bytes: -1\n".into(),
-        "dispatch:\n  batch_max_events: \"ten\"\n".into(),
-        format!("{tag}    test_mode: maybe\n"),
-        format!("{tag}    action_source: desktop\n"),
-        "".into(),
-        "# only a comment\n".into(),
-        "tags: {}\n".into(),
+        format!("{tag}    event_map:\n      View_Item: lead\n      gtm.dom: lead\n      \"GTM4WP.x\": lead\n"),
+        "tags:\n  - name: p\n    type: pinterest\n    advertiser_id: 0549755885175\n".into(),
+        "tags:\n  - name: p\n    type: pinterest\n    advertiser_id: 12345678901234567890\n".into(),
+        "tags:\n  - name: p\n    type: pinterest\n    advertiser_id: 5.49e11\n".into(),
+        "server:\n  listen: \"localhost:8080\"\n".into(),
+        "server:\n  listen: \"[::]:8080\"\n".into(),
+        "server:\n  trusted_proxies: [\"10.1.2.3\", \" 192.168.0.0/16 \"]\n".into(),
+        "server:\n  trusted_proxies: \"10.0.0.0/8\"\n".into(),
+        format!("{tag}    access_token: \"${{TOK}}\"\n    test_mode: \"${{TM}}\"\n"),
+        "dispatch:\n  batch_max_events: \"${BATCH}\"\n".into(),
+        "dispatch:\n  batch_max_events: ${BATCH}\n".into(),
+        format!("{tag}    name: \"\"\n"),
+        "tags:\n  - name: \"\"\n    type: pinterest\n    advertiser_id: \"1\"\n".into(),
+        format!("{tag}    trigger:\n      event: [a]\n"),
+        format!("{tag}    server_event_data:\n      user_data: {{from: x}}\n"),
+        format!("{tag}    custom_data:\n      value: {{from: \"\"}}\n"),
+        format!("{tag}    custom_data:\n      value: {{from: a, extra: 1}}\n"),
+        format!("{tag}    custom_data:\n      foo: 1\n    event_map: {{a: purchase}}\n"),
+        "tags:\n  - name: p\n    type: Pinterest\n    advertiser_id: \"1\"\n".into(),
+        "server: null\n".into(),
+        "tags: null\n".into(),
+        "[1,2]\n".into(),
+        "just text\n".into(),
     ];
+    let env = vec![("TOK".to_string(), "pina_SECRET".to_string()), ("TM".to_string(), "true".to_string()), ("BATCH".to_string(), "10".to_string())];
     for c in cases {
-        match load(&c) {
-            Ok((cfg, rep)) => println!(
-                "=== {c:?}\nOK {:?} {:?}",
-                cfg.tags
-                    .iter()
-                    .map(|t| format!("{t:?}"))
-                    .collect::<Vec<_>>(),
-                rep
-            ),
+        match Config::from_yaml(&c, "t.yaml", &env) {
+            Ok((cfg, rep)) => println!("=== {c:?}\nOK {:?} {:?} {:?}", cfg.tags.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>(), cfg.server.trusted_proxies, rep),
             Err(e) => println!("=== {c:?}\nERR {e}"),
         }
     }
-    let env = vec![
-        (
-            "TAGBRIDGE__SERVER__LISTEN".to_string(),
-            "127.0.0.1:9090".to_string(),
-        ),
-        (
-            "TAGBRIDGE__DISPATCH__BATCH_MAX_EVENTS".to_string(),
-            "500".to_string(),
-        ),
-    ];
-    let r = Config::from_yaml(include_str!("../../config/tagbridge.yaml"), "x", &env);
-    match r {
-        Ok((c, rep)) => println!("{c}\n{rep:?}"),
-        Err(e) => println!("ERR {e}"),
+    for (k, v) in [("TAGBRIDGE__SERVER__INGEST_KEY", "1234"), ("TAGBRIDGE__LOGGING__LEVEL", "debug"), ("TAGBRIDGE__DEBUG__ENABLED", "false"), ("TAGBRIDGE__SERVER__NOPE", "1"), ("TAGBRIDGE__NOPE", "1"), ("tagbridge__server__listen", "127.0.0.1:1"), ("TAGBRIDGE__SERVER__MAX_BODY_BYTES", "12")] {
+        let env = vec![(k.to_string(), v.to_string())];
+        match Config::from_yaml("", "x", &env) {
+            Ok((c, _)) => println!("{k} OK ingest={:?} level={} dbg={} listen={} mbb={}", c.server.ingest_key.expose(), c.logging.level, c.debug.enabled, c.server.listen, c.server.max_body_bytes),
+            Err(e) => println!("{k} ERR {e}"),
+        }
     }
-    let env = vec![("TAGBRIDGE__SERVER__LISTEN".to_string(), "bad".to_string())];
-    println!("{:?}", Config::from_yaml("", "x", &env).map(|_| ()));
-    let env = vec![(
-        "TAGBRIDGE__DISPATCH__BATCH_MAX_EVENTS".to_string(),
-        "lots".to_string(),
-    )];
-    println!("{:?}", Config::from_yaml("", "x", &env).map(|_| ()));
 }

@@ -67,9 +67,9 @@ pub(super) async fn run(
             },
             _ = sleep_until_opt(next_due) => {
                 let now = Instant::now();
-                for i in 0..routes.len() {
-                    if routes[i].since.is_some_and(|s| s + wait <= now) {
-                        flush(&mut routes[i], &ctx, &mut inflight, &drain);
+                for route in routes.iter_mut() {
+                    if route.since.is_some_and(|s| s + wait <= now) {
+                        flush(route, &ctx, &mut inflight, &drain);
                     }
                 }
             }
