@@ -79,7 +79,9 @@ fn healthcheck(url: &str) -> ExitCode {
         let timeout = std::time::Duration::from_secs(3);
         let mut stream =
             std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         write!(
             stream,
             "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",

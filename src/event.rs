@@ -24,8 +24,9 @@ impl EventData {
     }
 
     /// Reads a dotted path (`user_data.address.city`, `items.0.item_id`). A number segment
-    /// indexes an array. A key that itself contains dots (`x-ga-mp2-user_properties.tier`) is
-    /// found too: the longest key that matches wins.
+    /// indexes an array; any other segment applied to an array reads its first element
+    /// (`user_data.address.city` when `address` is a list of addresses). A key that itself
+    /// contains dots (`x-ga-mp2-user_properties.tier`) is found too.
     pub fn get_path(&self, path: &str) -> Option<&Value> {
         lookup_path(&self.0, path)
     }
@@ -79,7 +80,10 @@ fn descend<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
                 Some((i, r)) => (i, Some(r)),
                 None => (path, None),
             };
-            let item = items.get(index.parse::<usize>().ok()?)?;
+            let Ok(index) = index.parse::<usize>() else {
+                return descend(items.first()?, path);
+            };
+            let item = items.get(index)?;
             match rest {
                 Some(r) => descend(item, r),
                 None => Some(item),

@@ -7,20 +7,50 @@
 
 use serde_json::Value;
 
-/// Expands every string in `value` in place; returns the names of unset variables.
-pub fn expand_tree(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    let mut unset = Vec::new();
-    walk(value, lookup, &mut unset);
-    unset.sort();
-    unset.dedup();
-    unset
+/// What expansion did.
+#[derive(Debug, Default)]
+pub struct Expansion {
+    /// Names of variables that were not set, sorted.
+    pub unset: Vec<String>,
+    /// Paths (key segments, list indexes as numbers) of the strings that contained `${`.
+    pub expanded: Vec<Vec<String>>,
 }
 
-fn walk(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>, unset: &mut Vec<String>) {
+/// Expands every string in `value` in place.
+pub fn expand_tree(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Expansion {
+    let mut out = Expansion::default();
+    let mut path = Vec::new();
+    walk(value, lookup, &mut out, &mut path);
+    out.unset.sort();
+    out.unset.dedup();
+    out
+}
+
+fn walk(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    out: &mut Expansion,
+    path: &mut Vec<String>,
+) {
     match value {
-        Value::String(s) if s.contains("${") => *s = expand_str(s, lookup, unset),
-        Value::Array(items) => items.iter_mut().for_each(|v| walk(v, lookup, unset)),
-        Value::Object(map) => map.values_mut().for_each(|v| walk(v, lookup, unset)),
+        Value::String(s) if s.contains("${") => {
+            *s = expand_str(s, lookup, &mut out.unset);
+            out.expanded.push(path.clone());
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                walk(v, lookup, out, path);
+                path.pop();
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                path.push(k.clone());
+                walk(v, lookup, out, path);
+                path.pop();
+            }
+        }
         _ => {}
     }
 }
@@ -94,8 +124,15 @@ mod tests {
     #[test]
     fn expands_nested_values() {
         let mut v = serde_json::json!({"a": ["${TOKEN}", 1], "b": {"c": "${NOPE}"}});
-        let unset = expand_tree(&mut v, &env);
+        let out = expand_tree(&mut v, &env);
         assert_eq!(v, serde_json::json!({"a": ["pina_abc", 1], "b": {"c": ""}}));
-        assert_eq!(unset, vec!["NOPE".to_string()]);
+        assert_eq!(out.unset, vec!["NOPE".to_string()]);
+        assert_eq!(
+            out.expanded,
+            vec![
+                vec!["a".to_string(), "0".to_string()],
+                vec!["b".to_string(), "c".to_string()]
+            ]
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! [`Config::validate`]. Every error names the key path (`tags[0].advertiser_id: ...`).
 
 mod expand;
+mod overrides;
 mod secret;
 pub(crate) mod stringish;
 
@@ -55,6 +56,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on (default `0.0.0.0:8080`).
+    #[serde(with = "listen_addr")]
     pub listen: SocketAddr,
     /// Largest accepted request body in bytes (default 65536); larger bodies get 413.
     pub max_body_bytes: usize,
@@ -235,44 +237,81 @@ impl Config {
         origin: &str,
         env: &[(String, String)],
     ) -> Result<(Config, LoadReport), ConfigError> {
-        let overrides: config::Map<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-            .cloned()
-            .collect();
-        let layered = config::Config::builder()
+        let file = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(Some(overrides)),
-            )
             .build()
-            .map_err(|e| ConfigError::new(origin, e.to_string()))?;
-        let mut tree: serde_json::Value = layered
+            .map_err(|e| ConfigError::new(origin, humanize(&e.to_string())))?;
+        let mut tree: serde_json::Value = file
             .try_deserialize()
-            .map_err(|e| ConfigError::new(origin, e.to_string()))?;
+            .map_err(|e| ConfigError::new(origin, humanize(&e.to_string())))?;
         if tree.is_null() {
             tree = serde_json::Value::Object(Default::default());
         }
+        if !tree.is_object() {
+            return Err(ConfigError::new(
+                origin,
+                "expected a map of sections (server, tags, ...)",
+            ));
+        }
+        let mut defaults = serde_json::to_value(Config::default())
+            .map_err(|e| ConfigError::new(origin, e.to_string()))?;
+        // Each tag's defaults, by its type, so `TAGBRIDGE__TAGS__0__TEST_MODE=true` is a bool.
+        let tag_defaults: Vec<serde_json::Value> = tree
+            .get("tags")
+            .and_then(serde_json::Value::as_array)
+            .map(|tags| {
+                tags.iter()
+                    .map(|t| {
+                        t.get("type")
+                            .and_then(serde_json::Value::as_str)
+                            .and_then(TagConfig::defaults)
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        defaults["tags"] = serde_json::Value::Array(tag_defaults);
+        let applied = overrides::apply(&mut tree, &defaults, env)?;
         let lookup = |name: &str| {
             env.iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.to_owned())
         };
-        let unset_env_vars = expand::expand_tree(&mut tree, &lookup);
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let expansion = expand::expand_tree(&mut tree, &lookup);
+        // `batch_max_events: "${BATCH}"`: an expanded value takes the type of its setting.
+        for path in &expansion.expanded {
+            if let Some(hint) =
+                lookup_path(&defaults, path).filter(|h| h.is_number() || h.is_boolean())
+            {
+                if let Some(slot) = lookup_path_mut(&mut tree, path) {
+                    if let Some(text) = slot.as_str() {
+                        *slot = overrides::coerce(text, Some(hint))
+                            .map_err(|m| ConfigError::new(overrides::display_path(path), m))?;
+                    }
+                }
+            }
+        }
+        let source_of = |path: &str| {
+            applied
+                .iter()
+                .find(|a| a.path == path)
+                .map(|a| format!(" (set by {})", a.var))
+                .unwrap_or_default()
+        };
+        let raw_tags = tree.as_object_mut().and_then(|m| m.remove("tags"));
+        let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { origin.to_owned() } else { path };
-            ConfigError::new(path, e.into_inner().to_string())
+            let message = humanize(&e.into_inner().to_string());
+            let from = source_of(&path);
+            ConfigError::new(path, format!("{message}{from}"))
         })?;
+        config.tags = parse_tags(raw_tags)?;
         let warnings = config.validate()?;
         Ok((
             config,
             LoadReport {
-                unset_env_vars,
+                unset_env_vars: expansion.unset,
                 warnings,
             },
         ))
@@ -401,6 +440,115 @@ impl fmt::Display for Config {
             Ok(s) => f.write_str(&s),
             Err(_) => Err(fmt::Error),
         }
+    }
+}
+
+/// Tags are parsed one by one so an error names the key inside the tag
+/// (`tags[0].test_mode: ...`), which serde's internally tagged enums cannot do.
+fn parse_tags(raw: Option<serde_json::Value>) -> Result<Vec<TagConfig>, ConfigError> {
+    use serde_json::Value;
+    let items = match raw {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(ConfigError::new("tags", "must be a list of tags")),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Value::Object(mut settings) = item else {
+                return Err(ConfigError::new(
+                    format!("tags[{i}]"),
+                    "must be a map of settings",
+                ));
+            };
+            let kind = match settings.remove("type") {
+                Some(Value::String(k)) => k,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        format!("tags[{i}].type"),
+                        "must be a string",
+                    ))
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        format!("tags[{i}].type"),
+                        format!("missing; expected one of: {}", TagConfig::TYPES.join(", ")),
+                    ))
+                }
+            };
+            TagConfig::parse(&kind, Value::Object(settings)).map_err(|(inner, message)| {
+                let path = if inner.is_empty() || inner == "." {
+                    format!("tags[{i}]")
+                } else {
+                    format!("tags[{i}].{inner}")
+                };
+                ConfigError::new(path, humanize(&message))
+            })
+        })
+        .collect()
+}
+
+/// Operator-facing wording for serde's messages (no Rust type names).
+fn humanize(message: &str) -> String {
+    let mut m = message.to_owned();
+    for t in ["usize", "u64", "u32", "u16", "u8"] {
+        m = m.replace(&format!("expected {t}"), "expected a non-negative integer");
+    }
+    if let Some(pos) = m.find("expected struct ") {
+        let end = m[pos + 16..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(m.len(), |e| pos + 16 + e);
+        m.replace_range(pos..end, "expected a map of settings");
+    }
+    m.replace("String(\"", "\"")
+        .replace("\"): duplicated key", "\": duplicated key")
+}
+
+fn lookup_path<'a>(tree: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(tree, |cur, seg| match cur {
+        serde_json::Value::Object(m) => m.get(seg),
+        serde_json::Value::Array(a) => a.get(seg.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+fn lookup_path_mut<'a>(
+    tree: &'a mut serde_json::Value,
+    path: &[String],
+) -> Option<&'a mut serde_json::Value> {
+    path.iter().try_fold(tree, |cur, seg| match cur {
+        serde_json::Value::Object(m) => m.get_mut(seg),
+        serde_json::Value::Array(a) => a.get_mut(seg.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+/// `listen`: `IP:port`; `localhost:PORT` means loopback.
+mod listen_addr {
+    use std::net::SocketAddr;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        let t = text.trim();
+        if let Ok(a) = t.parse() {
+            return Ok(a);
+        }
+        if let Some(port) = t
+            .strip_prefix("localhost:")
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        Err(D::Error::custom(format!(
+            "must be IP:port such as \"0.0.0.0:8080\", got {text:?}"
+        )))
     }
 }
 

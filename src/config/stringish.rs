@@ -25,7 +25,14 @@ impl<'de> Visitor<'de> for StringishVisitor {
         Ok(Some(v.to_string()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+        // Only whole numbers that a float holds exactly; anything else would silently change.
+        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+            Ok(Some(format!("{}", v as i64)))
+        } else {
+            Err(E::custom(format!(
+                "the number {v} cannot be kept exactly; write it in quotes"
+            )))
+        }
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
         Ok(Some(v.to_string()))

@@ -30,6 +30,40 @@ pub enum TagConfig {
 }
 
 impl TagConfig {
+    /// The `type` values a tag entry may have.
+    pub const TYPES: &'static [&'static str] = &["pinterest"];
+
+    /// Parses one tag's settings (without `type`). On error: the key path inside the tag and
+    /// the problem.
+    pub fn parse(kind: &str, settings: Value) -> Result<TagConfig, (String, String)> {
+        fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, (String, String)> {
+            serde_path_to_error::deserialize(v)
+                .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))
+        }
+        match kind {
+            "pinterest" => typed(settings).map(TagConfig::Pinterest),
+            other => Err((
+                "type".into(),
+                format!(
+                    "unknown tag type {other:?}; expected one of: {}",
+                    Self::TYPES.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// A tag of `kind` with every default filled, as JSON: the types of its settings
+    /// (for environment overrides of keys the file does not set).
+    pub fn defaults(kind: &str) -> Option<Value> {
+        let minimal = serde_json::json!({"name": "", "advertiser_id": ""});
+        let config = Self::parse(kind, minimal).ok()?;
+        let mut tree = serde_json::to_value(config).ok()?;
+        if let Some(m) = tree.as_object_mut() {
+            m.remove("type");
+        }
+        Some(tree)
+    }
+
     pub fn name(&self) -> &str {
         match self {
             TagConfig::Pinterest(s) => &s.name,

@@ -99,11 +99,11 @@ impl PinterestTag {
             && !self.trigger_exclude.contains(&name)
     }
 
-    /// §6: `consent_state.ad_storage` decides when present; else the third character of
-    /// `x-ga-gcs` must be `1`.
+    /// §6: `consent_state.ad_storage` decides when present (not null or blank); else the
+    /// third character of `x-ga-gcs` must be `1`.
     fn ad_storage_granted(event: &EventData) -> bool {
         match event.get_path("consent_state.ad_storage") {
-            Some(v) if !v.is_null() => is_truthy(v),
+            Some(v) if !crate::event::is_blank(v) => is_truthy(v),
             _ => {
                 event
                     .get("x-ga-gcs")
