@@ -58,16 +58,14 @@ fn lookup_path<'a>(map: &'a Map<String, Value>, path: &str) -> Option<&'a Value>
     if let Some(v) = map.get(path) {
         return Some(v);
     }
-    // Try the longest prefix that is a key, then descend.
-    let mut split_at = path.len();
-    while let Some(dot) = path[..split_at].rfind('.') {
+    // Nested objects first (the common case), then keys that themselves contain dots.
+    let mut from = 0;
+    while let Some(dot) = path[from..].find('.').map(|d| from + d) {
         let (head, tail) = (&path[..dot], &path[dot + 1..]);
-        if let Some(v) = map.get(head) {
-            if let Some(found) = descend(v, tail) {
-                return Some(found);
-            }
+        if let Some(found) = map.get(head).and_then(|v| descend(v, tail)) {
+            return Some(found);
         }
-        split_at = dot;
+        from = dot + 1;
     }
     None
 }

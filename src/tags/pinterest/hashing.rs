@@ -90,7 +90,14 @@ impl HashedKey {
 
 /// Lowercase hex SHA-256 of the UTF-8 bytes.
 pub fn sha256_hex(input: &str) -> String {
-    hex::encode(Sha256::digest(input.as_bytes()))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(input.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// Normalizes one scalar text value for `key` (before hashing). Returns None when the value is
@@ -99,7 +106,13 @@ pub fn sha256_hex(input: &str) -> String {
 /// NFC comes first so that the same visible text (e.g. `São` typed as `a` +
 /// U+0303 or as precomposed `ã`) always hashes to the same digest.
 pub fn normalize(key: HashedKey, raw: &str) -> Option<String> {
-    let text: String = raw.trim().nfc().collect::<String>().to_lowercase();
+    let trimmed = raw.trim();
+    // NFC leaves ASCII unchanged: skip the decomposition work for the common case.
+    let text = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        trimmed.nfc().collect::<String>().to_lowercase()
+    };
     let out = match key {
         HashedKey::Ph => normalize_phone(&text),
         // `char::is_alphanumeric` keeps letters of any script, digits and the
