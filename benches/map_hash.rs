@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 use tagbridge::{
     event::{EventData, RequestContext},
-    tags::{pinterest::PinterestSettings, Tag, TagConfig},
+    tags::{pinterest::PinterestSettings, TagConfig},
 };
 
 fn purchase() -> EventData {
