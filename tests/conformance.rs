@@ -20,28 +20,23 @@ async fn conformance_vectors_in_process() {
         let (status, cookies, sent_at) = vectors::send(&client, &server.url(""), vector).await;
         let report = server.shutdown().await;
         let requests = mock.received_requests().await.unwrap_or_default();
-        let result = (|| {
-            if status != 200 {
-                return Err(format!("status {status}"));
-            }
-            vectors::check_cookies(&vector["expect"]["set_cookies"], &cookies)?;
-            vectors::check_sent(vector, &requests, sent_at)?;
+        let seen = vectors::Observed {
+            status,
+            cookies: &cookies,
+            sent_at,
+            requests: &requests,
+        };
+        let result = vectors::check(vector, &seen).and_then(|()| {
             if report.abandoned != 0 {
                 return Err(format!("drain abandoned {} events", report.abandoned));
             }
             Ok(())
-        })();
+        });
         if let Err(e) = result {
             failures.push(format!("{name}: {e}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} vectors failed:\n{}",
-        failures.len(),
-        all.len(),
-        failures.join("\n")
-    );
+    vectors::assert_all_passed(&failures, all.len());
 }
 
 /// The checker must be able to fail: a changed hash, a missing key or a stale time are caught.

@@ -231,3 +231,31 @@ pub fn check_sent(
     }
     match_value(&expect["event"], &data[0], sent_at, "event")
 }
+
+/// What one vector run observed.
+pub struct Observed<'a> {
+    pub status: u16,
+    pub cookies: &'a [String],
+    pub sent_at: i64,
+    pub requests: &'a [wiremock::Request],
+}
+
+/// Checks a run against the vector: status 200, the cookies, and what Pinterest received.
+pub fn check(vector: &Value, seen: &Observed<'_>) -> Result<(), String> {
+    if seen.status != 200 {
+        return Err(format!("status {}", seen.status));
+    }
+    check_cookies(&vector["expect"]["set_cookies"], seen.cookies)?;
+    check_sent(vector, seen.requests, seen.sent_at)
+}
+
+/// Panics with every failure, one line each.
+pub fn assert_all_passed(failures: &[String], total: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed:\n{}",
+        failures.len(),
+        total,
+        failures.join("\n")
+    );
+}
