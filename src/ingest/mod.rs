@@ -10,6 +10,8 @@
 mod body;
 mod client_ip;
 mod data;
+pub mod gtag_parse;
+pub mod mp_parse;
 pub mod error;
 
 use std::{
