@@ -24,6 +24,7 @@ pub mod config;
 pub mod dispatch;
 pub mod event;
 pub mod ingest;
+pub mod queue;
 pub mod server;
 pub mod tags;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     dispatch::{self, DispatchSetup, DrainReport, RequestLog, StdoutLog},
     ingest::{self, AppState, ClientIpResolver, Pipeline, TagSlot},
+    queue::Queue,
     tags::{Destination, RouteKey},
 };
 
@@ -35,6 +36,8 @@ impl Default for Services {
 pub enum RunError {
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
+    #[error("cannot open the queue: {0}")]
+    Queue(#[from] crate::queue::QueueError),
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -72,9 +75,23 @@ pub async fn run(
     let config = Arc::new(config);
     let client =
         dispatch::http_client(&config.dispatch).map_err(|e| RunError::HttpClient(e.to_string()))?;
+    let (queue, recovered) = {
+        let path = config.queue.path.clone();
+        let max = config.queue.max_bytes;
+        tokio::task::spawn_blocking(move || Queue::open(&path, max))
+            .await
+            .map_err(|e| RunError::Queue(crate::queue::QueueError::Storage(e.to_string())))??
+    };
     let (tags, routes) = build_tags(&config);
+    let tag_routes = tags
+        .iter()
+        .map(|s| (s.tag.name().to_owned(), s.route))
+        .collect();
     let (handle, control) = dispatch::spawn(DispatchSetup {
         routes,
+        tag_routes,
+        queue: queue.clone(),
+        recovered,
         config: config.dispatch.clone(),
         log: services.request_log.clone(),
         client,
@@ -89,6 +106,7 @@ pub async fn run(
         ),
         pipeline: Pipeline {
             tags,
+            queue,
             dispatch: handle,
             log: services.request_log,
             reply_timeout,
@@ -125,10 +143,6 @@ pub async fn run(
         Err(_) => tracing::warn!("In-flight requests did not finish before the drain deadline."),
     }
     let report = control.drain(deadline).await;
-    tracing::info!(
-        settled = report.settled,
-        abandoned = report.abandoned,
-        "Drain finished."
-    );
+    tracing::info!(left_in_queue = report.left_in_queue, "Drain finished.");
     Ok(report)
 }

@@ -27,8 +27,8 @@ async fn conformance_vectors_in_process() {
             requests: &requests,
         };
         let result = vectors::check(vector, &seen).and_then(|()| {
-            if report.abandoned != 0 {
-                return Err(format!("drain abandoned {} events", report.abandoned));
+            if report.left_in_queue != 0 {
+                return Err(format!("drain left {} events queued", report.left_in_queue));
             }
             Ok(())
         });

@@ -78,7 +78,7 @@ async fn a_401_is_final_and_reported() {
                "tags": [{"name": "pin", "status": "failed", "detail": "HTTP 401: Authentication failed. (code 2)"}]})
     );
     let report = server.shutdown().await;
-    assert_eq!(report.abandoned, 0);
+    assert_eq!(report.left_in_queue, 0);
     // Not retried.
     assert_eq!(mock.received_requests().await.unwrap_or_default().len(), 1);
 }

@@ -423,9 +423,10 @@ impl Config {
         Ok(warnings)
     }
 
-    /// A copy for tests: listens on 127.0.0.1:0, short batch wait, no tags.
+    /// A copy for tests: listens on 127.0.0.1:0, queue in memory, short batch wait, no tags.
     pub fn for_tests() -> Config {
         let mut c = Config::default();
+        c.queue.path = PathBuf::from(":memory:");
         c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c.dispatch.batch_max_wait_ms = 50;
         c.dispatch.drain_s = 10;

@@ -1,62 +1,62 @@
-//! Dispatch: batches mapped events per destination route and delivers them.
+//! Dispatch: reads the durable queue per destination route, batches, delivers, settles.
 //!
-//! Input: [`Envelope`]s from the ingest handlers (through [`DispatchHandle::submit`]).
-//! Output: HTTP requests to destinations, per-event outcomes (logged, and sent back to
-//! `wait_for_response` callers), request/response log records in stape's format.
+//! Input: [`Enqueued`] notices from ingest (events already durable in the queue) and, at
+//! start-up, whatever the queue still holds. Output: HTTP requests to destinations, queue
+//! deletions and dead letters, per-event outcomes for `wait_for_response` callers, and
+//! request/response log records in stape's format.
 //!
-//! Guarantees (this stage keeps pending events in memory; the durable queue replaces the
-//! channel without changing this contract):
+//! Guarantees:
 //! - Events of one route (same endpoint and credential) share requests, at most
 //!   `batch_max_events` (≤ 1000) each; a batch leaves when full or `batch_max_wait_ms` after
-//!   its first event arrived. Events of different routes never share a request.
-//! - At most `concurrency` requests are in flight per route.
-//! - 429 (not spam), 5xx, timeouts and connection errors are retried with capped,
-//!   full-jitter exponential backoff honouring `Retry-After`; other 4xx are final.
-//! - On drain, no new event is accepted, everything pending is sent at once, and sending
-//!   (retries included) stops at the drain deadline.
+//!   its oldest event became pending. Events of different routes never share a request.
+//! - At most `concurrency` requests in flight per route, and at most
+//!   [`CALLS_PER_MINUTE`] calls per ad account (Pinterest's limit), retries included.
+//! - An event is deleted only after the destination's 2xx (or moved to the dead letters in
+//!   the same commit when refused for good). 429 (not spam), 5xx, timeouts and connection
+//!   errors put the batch back and back off the whole route (full jitter, `Retry-After`
+//!   honoured); events older than `give_up_after_s` are dead-lettered. A failing route never
+//!   delays another route.
+//! - Drain: intake stops, everything pending is sent at once, and sending stops at the
+//!   deadline; what is left stays in the queue for the next start.
 
 mod backoff;
 pub(crate) mod request_log;
 mod send;
 mod worker;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use backoff::Backoff;
 pub use request_log::{MemoryLog, RequestLog, StdoutLog};
 
-use crate::{config::DispatchConfig, tags::Destination};
+use crate::{
+    config::DispatchConfig,
+    queue::{Pending, Queue, Seq},
+    tags::Destination,
+};
 
 /// Index of a route in the dispatcher's route table.
 pub type RouteId = usize;
 
-/// How many envelopes may wait between ingest and the dispatcher before ingest answers 503.
-pub const CHANNEL_CAPACITY: usize = 65_536;
+/// Pinterest's documented rate limit per ad account.
+pub const CALLS_PER_MINUTE: u32 = 5_000;
 
-/// One mapped event on its way to a destination.
+/// An event that is durable in the queue and ready for its route.
 #[derive(Debug)]
-pub struct Envelope {
+pub struct Enqueued {
     pub route: RouteId,
-    pub event: Value,
-    pub meta: EventMeta,
+    pub seq: Seq,
+    /// Record size in the queue (for the size cap).
+    pub bytes: u64,
+    pub received_ms: u64,
     /// Set for `wait_for_response` tags: receives the event's outcome.
     pub reply: Option<oneshot::Sender<Delivery>>,
-}
-
-/// What the dispatcher needs to know about an event besides its body.
-#[derive(Debug, Clone)]
-pub struct EventMeta {
-    pub tag: Arc<str>,
-    pub event_id: String,
-    /// Destination event name (for log records).
-    pub event_name: String,
-    pub trace_id: String,
-    /// Whether this event's request and response are logged (the tag's `log` switch applied
-    /// to this event's debug flag).
-    pub log: bool,
 }
 
 /// The outcome of one event.
@@ -64,34 +64,23 @@ pub struct EventMeta {
 pub enum Delivery {
     /// The destination accepted it.
     Sent,
-    /// The destination refused it, or it could not be delivered; the text says why.
+    /// The destination refused it for good (dead-lettered); the text says why.
     Failed(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
-    #[error("the dispatch queue is full")]
-    Full,
-    #[error("the gateway is shutting down")]
-    Closed,
 }
 
 /// The ingest side of the dispatcher. Cheap to clone.
 #[derive(Clone)]
 pub struct DispatchHandle {
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::UnboundedSender<Vec<Enqueued>>,
 }
 
 impl DispatchHandle {
-    /// Hands an event to the dispatcher without waiting.
-    ///
-    /// # Errors
-    /// [`SubmitError::Full`] when the dispatcher is behind, [`SubmitError::Closed`] while draining.
-    pub fn submit(&self, envelope: Envelope) -> Result<(), SubmitError> {
-        self.tx.try_send(envelope).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SubmitError::Full,
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
-        })
+    /// Tells the dispatcher about events just committed to the queue. If the dispatcher is
+    /// draining they stay in the queue and go out on the next start.
+    pub fn notify(&self, events: Vec<Enqueued>) {
+        if !events.is_empty() {
+            let _ = self.tx.send(events);
+        }
     }
 }
 
@@ -104,10 +93,8 @@ pub struct DispatchControl {
 /// What the drain achieved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainReport {
-    /// Events delivered or finally refused while draining.
-    pub settled: usize,
-    /// Events still undelivered at the deadline (lost in this in-memory stage).
-    pub abandoned: usize,
+    /// Events still in the queue when the dispatcher stopped (sent on the next start).
+    pub left_in_queue: usize,
 }
 
 impl DispatchControl {
@@ -122,6 +109,11 @@ impl DispatchControl {
 /// Everything the dispatcher is built from.
 pub struct DispatchSetup {
     pub routes: Vec<Arc<dyn Destination>>,
+    /// Tag name → route, to place events found in the queue at start-up.
+    pub tag_routes: HashMap<String, RouteId>,
+    pub queue: Queue,
+    /// What the queue held at start-up.
+    pub recovered: Vec<Pending>,
     pub config: DispatchConfig,
     pub log: Arc<dyn RequestLog>,
     pub client: reqwest::Client,
@@ -129,7 +121,7 @@ pub struct DispatchSetup {
 
 /// Starts the dispatcher task.
 pub fn spawn(setup: DispatchSetup) -> (DispatchHandle, DispatchControl) {
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (tx, rx) = mpsc::unbounded_channel();
     let (drain_tx, drain_rx) = watch::channel(None);
     let task = tokio::spawn(worker::run(setup, rx, drain_rx));
     (
@@ -148,12 +140,10 @@ pub fn spawn(setup: DispatchSetup) -> (DispatchHandle, DispatchControl) {
 /// When the TLS backend cannot be initialised.
 pub fn http_client(config: &DispatchConfig) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(config.timeout_ms))
-        .connect_timeout(std::time::Duration::from_millis(
-            config.timeout_ms.min(5_000),
-        ))
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .connect_timeout(Duration::from_millis(config.timeout_ms.min(5_000)))
         .no_proxy()
         .user_agent(concat!("tagbridge/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(60))
         .build()
 }

@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::EventMeta;
+use crate::queue::EventBody;
 
 /// Where log records go.
 pub trait RequestLog: Send + Sync {
@@ -52,9 +52,9 @@ impl RequestLog for MemoryLog {
 
 pub(crate) struct RequestRecord<'a> {
     pub kind: &'a str,
-    pub meta: &'a EventMeta,
+    pub meta: &'a EventBody,
+    pub tag: &'a str,
     pub url: &'a str,
-    pub event: &'a Value,
     pub batch_size: usize,
     pub dry_run: bool,
 }
@@ -68,8 +68,8 @@ impl RequestRecord<'_> {
             "EventName": self.meta.event_name,
             "RequestMethod": "POST",
             "RequestUrl": self.url,
-            "RequestBody": {"data": [self.event]},
-            "Tag": &*self.meta.tag,
+            "RequestBody": {"data": [self.meta.event]},
+            "Tag": self.tag,
             "EventId": self.meta.event_id,
             "BatchSize": self.batch_size,
         });
@@ -82,7 +82,8 @@ impl RequestRecord<'_> {
 
 pub(crate) fn response_record(
     kind: &str,
-    meta: &EventMeta,
+    meta: &EventBody,
+    tag: &str,
     status: u16,
     headers: &Value,
     body: Value,
@@ -95,7 +96,7 @@ pub(crate) fn response_record(
         "ResponseStatusCode": status,
         "ResponseHeaders": headers,
         "ResponseBody": body,
-        "Tag": &*meta.tag,
+        "Tag": tag,
         "EventId": meta.event_id,
     })
 }

@@ -1,154 +1,306 @@
-//! Delivery of one batch: the HTTP call, the destination's verdict, retries, outcomes.
+//! One delivery attempt of one batch: read the records, send, classify, settle the final
+//! outcomes in the queue. Retry decisions are the worker's (they are per route).
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
+use governor::DefaultDirectRateLimiter;
 use serde_json::{Map, Value};
-use tokio::sync::{watch, Semaphore};
 
 use super::{
-    backoff::Backoff,
     request_log::{response_record, RequestLog, RequestRecord},
-    Delivery, Envelope,
+    Delivery, RouteId,
 };
-use crate::tags::{retry_after, BatchVerdict, Destination, EventOutcome};
+use crate::{
+    queue::{now_ms, DeadLetter, DeadReason, Queue, QueuedEvent, Seq},
+    tags::{retry_after, BatchVerdict, Destination, EventOutcome, OutboundRequest},
+};
 
-/// Shared by all batch deliveries.
+/// A pending event in the worker's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub seq: Seq,
+    pub bytes: u64,
+    pub received_ms: u64,
+}
+
+pub(super) struct Batch {
+    pub route: RouteId,
+    pub dest: Arc<dyn Destination>,
+    pub limiter: Arc<DefaultDirectRateLimiter>,
+    pub entries: Vec<Entry>,
+}
+
+/// Shared by all deliveries.
 pub(super) struct SendContext {
     pub client: reqwest::Client,
-    pub backoff: Backoff,
-    pub give_up_after: Duration,
+    pub queue: Queue,
     pub log: Arc<dyn RequestLog>,
-    /// Events handed to a delivery task and not yet settled.
-    pub unsettled: AtomicUsize,
+    pub give_up_after_ms: u64,
 }
 
-/// One attempt's result, before the retry decision.
-enum Attempt {
-    Verdict {
-        verdict: BatchVerdict,
-        retry_after: Option<Duration>,
-    },
-    Transport(String),
+/// What a delivery settled, for the worker.
+pub(super) struct Done {
+    pub route: RouteId,
+    /// Final outcomes (already settled in the queue), for replies and metrics.
+    pub settled: Vec<(Seq, Delivery)>,
+    /// Put these back: a transient failure.
+    pub retry: Option<Retry>,
+    /// The route's credential or account was refused (401/403): pause the route.
+    pub refused_credentials: bool,
 }
 
-/// Delivers `batch` to `dest`, retrying transient failures until delivered, refused,
-/// `give_up_after` elapsed, or the drain deadline passed. Settles every envelope.
-pub(super) async fn deliver(
-    ctx: Arc<SendContext>,
-    dest: Arc<dyn Destination>,
-    permits: Arc<Semaphore>,
-    batch: Vec<Envelope>,
-    mut drain: watch::Receiver<Option<Instant>>,
-) {
-    let started = Instant::now();
-    let kind = dest.kind();
-    let events: Vec<&Value> = batch.iter().map(|e| &e.event).collect();
-    let request = dest.encode(&events);
-    for env in batch.iter().filter(|e| e.meta.log) {
+pub(super) struct Retry {
+    pub entries: Vec<Entry>,
+    pub reason: String,
+    pub after: Option<Duration>,
+}
+
+pub(super) async fn deliver(ctx: Arc<SendContext>, batch: Batch) -> Done {
+    let route = batch.route;
+    let kind = batch.dest.kind();
+    let seqs: Vec<Seq> = batch.entries.iter().map(|e| e.seq).collect();
+    let queue = ctx.queue.clone();
+    let read = tokio::task::spawn_blocking(move || queue.read(&seqs)).await;
+    let records = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return retry_all(route, batch.entries, format!("queue read failed: {e}")),
+        Err(e) => return retry_all(route, batch.entries, format!("queue read failed: {e}")),
+    };
+    // Unreadable records go to the dead letters; missing ones were settled already.
+    let mut corrupt = Vec::new();
+    let mut events: Vec<(Entry, QueuedEvent)> = Vec::with_capacity(records.len());
+    for (seq, rec) in records {
+        let Some(entry) = batch.entries.iter().find(|e| e.seq == seq).copied() else {
+            continue;
+        };
+        match rec {
+            Some(r) => events.push((entry, r)),
+            None => corrupt.push((
+                entry.seq,
+                entry.bytes,
+                dead(
+                    DeadReason::Corrupt,
+                    None,
+                    "record could not be decoded".into(),
+                    None,
+                ),
+            )),
+        }
+    }
+    let mut done = Done {
+        route,
+        settled: corrupt
+            .iter()
+            .map(|(s, _, _)| (*s, Delivery::Failed("corrupt record".into())))
+            .collect(),
+        retry: None,
+        refused_credentials: false,
+    };
+    if events.is_empty() {
+        settle(&ctx, Vec::new(), corrupt).await;
+        return done;
+    }
+
+    let bodies: Vec<&Value> = events.iter().map(|(_, r)| &r.body.event).collect();
+    let request = batch.dest.encode(&bodies);
+    for (_, r) in events.iter().filter(|(_, r)| r.body.log) {
         ctx.log.write(
             RequestRecord {
                 kind,
-                meta: &env.meta,
-                url: dest.url(),
-                event: &env.event,
-                batch_size: batch.len(),
+                meta: &r.body,
+                tag: &r.tag,
+                url: batch.dest.url(),
+                batch_size: events.len(),
                 dry_run: false,
             }
             .to_json(),
         );
     }
-    let mut attempt: u32 = 0;
-    loop {
-        let outcome = {
-            let _permit = permits.acquire().await;
-            send_once(&ctx, &*dest, &request, &batch).await
-        };
-        let (reason, hint) = match outcome {
-            Attempt::Verdict {
-                verdict: BatchVerdict::Delivered(outcomes),
-                ..
-            } => {
-                settle_delivered(&ctx, kind, batch, outcomes);
-                return;
-            }
-            Attempt::Verdict {
-                verdict: BatchVerdict::Reject { reason },
-                ..
-            } => {
-                tracing::error!(
-                    destination = kind,
-                    url = dest.url(),
-                    events = batch.len(),
-                    error = %reason,
-                    "Destination refused the batch; not retried."
-                );
-                settle_all(&ctx, batch, Delivery::Failed(reason));
-                return;
-            }
-            Attempt::Verdict {
-                verdict: BatchVerdict::Retry { reason },
-                retry_after,
-            } => (reason, retry_after),
-            Attempt::Transport(reason) => (reason, None),
-        };
-        if started.elapsed() >= ctx.give_up_after {
-            tracing::error!(
-                destination = kind,
-                events = batch.len(),
-                attempts = attempt + 1,
-                error = %reason,
-                "Giving up on a batch after retries."
-            );
-            settle_all(&ctx, batch, Delivery::Failed(format!("gave up: {reason}")));
-            return;
+    batch.limiter.until_ready().await;
+    metrics::histogram!("tagbridge_batch_size_events", "destination" => kind)
+        .record(events.len() as f64);
+    let started = std::time::Instant::now();
+    let answer = send_once(&ctx, &*batch.dest, &request, &events).await;
+    metrics::histogram!("tagbridge_destination_request_seconds", "destination" => kind)
+        .record(started.elapsed().as_secs_f64());
+
+    let (verdict, status, hint) = match answer {
+        Ok(a) => a,
+        Err(reason) => {
+            metrics::counter!("tagbridge_destination_responses_total", "destination" => kind, "status" => "transport_error").increment(1);
+            let entries = events.into_iter().map(|(e, _)| e).collect();
+            settle(&ctx, Vec::new(), corrupt).await;
+            done.retry = Some(Retry {
+                entries,
+                reason,
+                after: None,
+            });
+            return expire(&ctx, done).await;
         }
-        let delay = ctx.backoff.delay(attempt, hint, &mut rand::rng());
-        tracing::warn!(
-            destination = kind,
-            events = batch.len(),
-            attempt = attempt + 1,
-            retry_in_ms = delay.as_millis() as u64,
-            error = %reason,
-            "Batch not delivered; will retry."
-        );
-        if !wait(delay, &mut drain).await {
-            tracing::error!(
-                destination = kind,
-                events = batch.len(),
-                error = %reason,
-                "Drain deadline passed before the batch could be delivered."
-            );
-            settle_all(
-                &ctx,
-                batch,
-                Delivery::Failed(format!("not delivered before shutdown: {reason}")),
-            );
-            return;
+    };
+    metrics::counter!("tagbridge_destination_responses_total", "destination" => kind, "status" => status.to_string()).increment(1);
+    match verdict {
+        BatchVerdict::Delivered(outcomes) => {
+            let mut delete = Vec::new();
+            let mut dead_letters = corrupt;
+            for ((entry, record), outcome) in events.into_iter().zip(outcomes) {
+                match outcome {
+                    EventOutcome::Accepted { warning } => {
+                        if let Some(w) = warning {
+                            tracing::info!(destination = kind, tag = %record.tag, event_id = %record.body.event_id, warning = %w, "Destination accepted the event with a warning.");
+                        }
+                        delete.push((entry.seq, entry.bytes));
+                        done.settled.push((entry.seq, Delivery::Sent));
+                        metrics::counter!("tagbridge_events_sent_total", "tag" => record.tag.clone()).increment(1);
+                    }
+                    EventOutcome::Failed { error } => {
+                        tracing::warn!(destination = kind, tag = %record.tag, event_id = %record.body.event_id, event_name = %record.body.event_name, error_message = %error, "Destination refused an event; dead-lettered.");
+                        done.settled
+                            .push((entry.seq, Delivery::Failed(error.clone())));
+                        dead_letters.push((
+                            entry.seq,
+                            entry.bytes,
+                            dead(DeadReason::EventFailed, Some(status), error, Some(record)),
+                        ));
+                    }
+                }
+            }
+            settle(&ctx, delete, dead_letters).await;
         }
-        attempt = attempt.saturating_add(1);
+        BatchVerdict::Reject { reason } => {
+            tracing::error!(destination = kind, url = batch.dest.url(), events = events.len(), status, error = %reason, "Destination refused the batch; dead-lettered, not retried.");
+            done.refused_credentials = matches!(status, 401 | 403);
+            let mut dead_letters = corrupt;
+            for (entry, record) in events {
+                done.settled
+                    .push((entry.seq, Delivery::Failed(reason.clone())));
+                dead_letters.push((
+                    entry.seq,
+                    entry.bytes,
+                    dead(
+                        DeadReason::Refused,
+                        Some(status),
+                        reason.clone(),
+                        Some(record),
+                    ),
+                ));
+            }
+            settle(&ctx, Vec::new(), dead_letters).await;
+        }
+        BatchVerdict::Retry { reason } => {
+            settle(&ctx, Vec::new(), corrupt).await;
+            done.retry = Some(Retry {
+                entries: events.into_iter().map(|(e, _)| e).collect(),
+                reason,
+                after: hint,
+            });
+            return expire(&ctx, done).await;
+        }
+    }
+    done
+}
+
+fn dead(
+    reason: DeadReason,
+    status: Option<u16>,
+    message: String,
+    record: Option<QueuedEvent>,
+) -> DeadLetter {
+    metrics::counter!("tagbridge_events_dead_lettered_total", "reason" => reason.as_str())
+        .increment(1);
+    DeadLetter {
+        reason,
+        status,
+        message,
+        dead_at_ms: now_ms(),
+        record,
     }
 }
+
+fn retry_all(route: RouteId, entries: Vec<Entry>, reason: String) -> Done {
+    Done {
+        route,
+        settled: Vec::new(),
+        retry: Some(Retry {
+            entries,
+            reason,
+            after: None,
+        }),
+        refused_credentials: false,
+    }
+}
+
+/// Dead-letters the entries of a retry that are older than `give_up_after_s`.
+async fn expire(ctx: &SendContext, mut done: Done) -> Done {
+    let Some(retry) = done.retry.as_mut() else {
+        return done;
+    };
+    let now = now_ms();
+    let (old, keep): (Vec<Entry>, Vec<Entry>) = retry
+        .entries
+        .iter()
+        .partition(|e| e.received_ms + ctx.give_up_after_ms <= now);
+    if old.is_empty() {
+        return done;
+    }
+    retry.entries = keep;
+    let reason = retry.reason.clone();
+    let seqs: Vec<Seq> = old.iter().map(|e| e.seq).collect();
+    let queue = ctx.queue.clone();
+    let records = tokio::task::spawn_blocking(move || queue.read(&seqs))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let letters = old
+        .iter()
+        .map(|e| {
+            let record = records
+                .iter()
+                .find(|(s, _)| *s == e.seq)
+                .and_then(|(_, r)| r.clone());
+            (
+                e.seq,
+                e.bytes,
+                dead(
+                    DeadReason::GaveUp,
+                    None,
+                    format!("gave up: {reason}"),
+                    record,
+                ),
+            )
+        })
+        .collect();
+    tracing::error!(events = old.len(), error = %reason, "Giving up on events after retries; dead-lettered.");
+    settle(ctx, Vec::new(), letters).await;
+    for e in old {
+        done.settled
+            .push((e.seq, Delivery::Failed(format!("gave up: {reason}"))));
+    }
+    done
+}
+
+/// Commits deletions and dead letters. On a storage error the events stay queued: they will
+/// be sent again on the next start (at-least-once), so the outcome is still reported.
+async fn settle(ctx: &SendContext, delete: Vec<(Seq, u64)>, dead: Vec<(Seq, u64, DeadLetter)>) {
+    if let Err(e) = ctx.queue.settle(delete, dead).await {
+        tracing::error!(error = %e, "Could not settle delivered events in the queue; they may be sent again.");
+    }
+}
+
+type Answer = (BatchVerdict, u16, Option<Duration>);
 
 async fn send_once(
     ctx: &SendContext,
     dest: &dyn Destination,
-    request: &crate::tags::OutboundRequest,
-    batch: &[Envelope],
-) -> Attempt {
+    request: &OutboundRequest,
+    events: &[(Entry, QueuedEvent)],
+) -> Result<Answer, String> {
     let mut builder = ctx.client.post(&request.url).body(request.body.clone());
     for (name, value) in &request.headers {
         builder = builder.header(*name, value);
     }
-    let response = match builder.send().await {
-        Ok(r) => r,
-        Err(e) => return Attempt::Transport(transport_reason(&e)),
-    };
+    let response = builder.send().await.map_err(|e| transport_reason(&e))?;
     let status = response.status().as_u16();
     let hint = retry_after(
         response
@@ -157,15 +309,12 @@ async fn send_once(
             .and_then(|v| v.to_str().ok()),
     );
     let headers = headers_json(response.headers());
-    let body = match response.bytes().await {
-        Ok(b) => b,
-        Err(e) => return Attempt::Transport(transport_reason(&e)),
-    };
-    let verdict = dest.classify(status, &body, batch.len());
-    if batch.iter().any(|e| e.meta.log) {
+    let body = response.bytes().await.map_err(|e| transport_reason(&e))?;
+    let verdict = dest.classify(status, &body, events.len());
+    if events.iter().any(|(_, r)| r.body.log) {
         let parsed: Value = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-        for (i, env) in batch.iter().enumerate().filter(|(_, e)| e.meta.log) {
+        for (i, (_, r)) in events.iter().enumerate().filter(|(_, (_, r))| r.body.log) {
             // A 2xx body lists one entry per event: log this event's own entry.
             let own = match (&verdict, parsed.get("events").and_then(|e| e.get(i))) {
                 (BatchVerdict::Delivered(_), Some(entry)) => entry.clone(),
@@ -173,34 +322,29 @@ async fn send_once(
             };
             ctx.log.write(response_record(
                 dest.kind(),
-                &env.meta,
+                &r.body,
+                &r.tag,
                 status,
                 &headers,
                 own,
             ));
         }
     }
-    Attempt::Verdict {
-        verdict,
-        retry_after: hint,
-    }
+    Ok((verdict, status, hint))
 }
 
 fn transport_reason(e: &reqwest::Error) -> String {
+    // Only the kind: the error's text could carry the URL.
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {
         "connection failed".into()
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed".into()
+    } else if e.is_request() {
+        "request failed".into()
     } else {
-        // Only the error kind: the text could carry the URL.
-        let kind = if e.is_body() || e.is_decode() {
-            "reading the answer failed"
-        } else if e.is_request() {
-            "request failed"
-        } else {
-            "transport error"
-        };
-        kind.to_owned()
+        "transport error".into()
     }
 }
 
@@ -213,67 +357,4 @@ fn headers_json(headers: &reqwest::header::HeaderMap) -> Value {
         );
     }
     Value::Object(map)
-}
-
-/// Waits `delay`, or until the drain deadline; false when the deadline came first.
-async fn wait(delay: Duration, drain: &mut watch::Receiver<Option<Instant>>) -> bool {
-    let wake = tokio::time::Instant::now() + delay;
-    loop {
-        let deadline = *drain.borrow_and_update();
-        if let Some(d) = deadline {
-            let d = tokio::time::Instant::from_std(d);
-            if d <= wake {
-                tokio::time::sleep_until(d).await;
-                return false;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => return true,
-            changed = drain.changed() => {
-                if changed.is_err() {
-                    // The dispatcher is gone: nobody will wait for this batch.
-                    return false;
-                }
-            }
-        }
-    }
-}
-
-fn settle_delivered(
-    ctx: &SendContext,
-    kind: &str,
-    batch: Vec<Envelope>,
-    outcomes: Vec<EventOutcome>,
-) {
-    let n = batch.len();
-    let mut failed = 0usize;
-    for (env, outcome) in batch.into_iter().zip(outcomes) {
-        let delivery = match outcome {
-            EventOutcome::Accepted { warning } => {
-                if let Some(w) = warning {
-                    tracing::info!(destination = kind, tag = %env.meta.tag, event_id = %env.meta.event_id, warning = %w, "Destination accepted the event with a warning.");
-                }
-                Delivery::Sent
-            }
-            EventOutcome::Failed { error } => {
-                failed += 1;
-                tracing::warn!(destination = kind, tag = %env.meta.tag, event_id = %env.meta.event_id, event_name = %env.meta.event_name, error_message = %error, "Destination refused an event.");
-                Delivery::Failed(error)
-            }
-        };
-        if let Some(reply) = env.reply {
-            let _ = reply.send(delivery);
-        }
-    }
-    ctx.unsettled.fetch_sub(n, Ordering::AcqRel);
-    tracing::debug!(destination = kind, events = n, failed, "Batch delivered.");
-}
-
-fn settle_all(ctx: &SendContext, batch: Vec<Envelope>, delivery: Delivery) {
-    ctx.unsettled.fetch_sub(batch.len(), Ordering::AcqRel);
-    for env in batch {
-        if let Some(reply) = env.reply {
-            let _ = reply.send(delivery.clone());
-        }
-    }
 }

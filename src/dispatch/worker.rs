@@ -1,120 +1,146 @@
-//! The dispatcher loop: collects envelopes into per-route batches and starts deliveries.
+//! The dispatcher loop: keeps an index of pending events per route (sequence, size, age;
+//! the events themselves stay in the queue), decides when each route sends, and applies
+//! the outcome of each delivery (replies, shared backoff, credential pause).
 
 use std::{
-    sync::{atomic::Ordering, Arc},
+    collections::{HashMap, VecDeque},
+    num::NonZeroU32,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::{
-    sync::{mpsc, watch, Semaphore},
+    sync::{mpsc, oneshot, watch},
     task::JoinSet,
 };
 
 use super::{
     backoff::Backoff,
-    send::{deliver, SendContext},
-    DispatchSetup, DrainReport, Envelope,
+    send::{deliver, Batch, Done, Entry, SendContext},
+    Delivery, DispatchSetup, DrainReport, Enqueued, CALLS_PER_MINUTE,
 };
-use crate::tags::Destination;
+use crate::{
+    queue::{now_ms, DeadLetter, DeadReason, Seq},
+    tags::Destination,
+};
 
 struct Route {
     dest: Arc<dyn Destination>,
-    permits: Arc<Semaphore>,
+    limiter: Arc<DefaultDirectRateLimiter>,
     max: usize,
-    pending: Vec<Envelope>,
-    /// When the oldest pending event arrived.
+    pending: VecDeque<Entry>,
+    /// Since when the oldest pending event has been waiting for a batch.
     since: Option<Instant>,
+    inflight: usize,
+    /// Shared backoff: no request for this route before this instant.
+    paused_until: Option<Instant>,
+    /// Consecutive failed attempts (backoff exponent).
+    failures: u32,
+}
+
+struct Worker {
+    routes: Vec<Route>,
+    ctx: Arc<SendContext>,
+    wait: Duration,
+    concurrency: usize,
+    backoff: Backoff,
+    pause_on_refusal: Duration,
+    replies: HashMap<Seq, oneshot::Sender<Delivery>>,
+    tasks: JoinSet<Done>,
 }
 
 pub(super) async fn run(
     setup: DispatchSetup,
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Enqueued>>,
     mut drain: watch::Receiver<Option<Instant>>,
 ) -> DrainReport {
     let cfg = setup.config;
-    let wait = Duration::from_millis(cfg.batch_max_wait_ms);
-    let mut routes: Vec<Route> = setup
+    // One limiter per ad account (the URL without its query), shared by its routes.
+    let mut limiters: HashMap<String, Arc<DefaultDirectRateLimiter>> = HashMap::new();
+    let per_minute = NonZeroU32::new(CALLS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
+    let routes = setup
         .routes
         .into_iter()
-        .map(|dest| Route {
-            max: dest.max_batch().min(cfg.batch_max_events).max(1),
-            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
-            dest,
-            pending: Vec::new(),
-            since: None,
+        .map(|dest| {
+            let account = dest.url().split('?').next().unwrap_or_default().to_owned();
+            let limiter = limiters
+                .entry(account)
+                .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))))
+                .clone();
+            Route {
+                max: dest.max_batch().min(cfg.batch_max_events).max(1),
+                dest,
+                limiter,
+                pending: VecDeque::new(),
+                since: None,
+                inflight: 0,
+                paused_until: None,
+                failures: 0,
+            }
         })
         .collect();
-    let ctx = Arc::new(SendContext {
-        client: setup.client,
+    let mut w = Worker {
+        routes,
+        ctx: Arc::new(SendContext {
+            client: setup.client,
+            queue: setup.queue.clone(),
+            log: setup.log,
+            give_up_after_ms: cfg.retry.give_up_after_s.saturating_mul(1000),
+        }),
+        wait: Duration::from_millis(cfg.batch_max_wait_ms),
+        concurrency: cfg.concurrency.max(1),
         backoff: Backoff::new(&cfg.retry),
-        give_up_after: Duration::from_secs(cfg.retry.give_up_after_s),
-        log: setup.log,
-        unsettled: Default::default(),
-    });
-    let mut inflight = JoinSet::new();
-    let mut settled_at_drain = 0usize;
+        pause_on_refusal: Duration::from_millis(cfg.retry.max_ms),
+        replies: HashMap::new(),
+        tasks: JoinSet::new(),
+    };
+    w.recover(setup.recovered, &setup.tag_routes).await;
 
-    // Intake: until the drain starts.
+    let mut intake_open = true;
+    let mut deadline: Option<Instant> = None;
     loop {
-        let next_due = routes
-            .iter()
-            .filter_map(|r| r.since.map(|s| s + wait))
-            .min();
+        let now = Instant::now();
+        w.start_ready(now, deadline.is_some());
+        w.publish_gauges();
+        if deadline.is_some() && !intake_open && w.tasks.is_empty() && w.is_idle() {
+            break;
+        }
+        let wake = w.next_wake(deadline.is_some());
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(env) => accept(&mut routes, env, &ctx, &mut inflight, &drain),
-                None => break,
+            msg = rx.recv(), if intake_open => match msg {
+                Some(batch) => w.accept(batch),
+                None => intake_open = false,
             },
-            _ = sleep_until_opt(next_due) => {
-                let now = Instant::now();
-                for route in routes.iter_mut() {
-                    if route.since.is_some_and(|s| s + wait <= now) {
-                        flush(route, &ctx, &mut inflight, &drain);
-                    }
+            Some(done) = w.tasks.join_next(), if !w.tasks.is_empty() => {
+                if let Ok(done) = done {
+                    w.finish(done);
                 }
             }
-            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-            changed = drain.changed() => {
-                if changed.is_err() || drain.borrow().is_some() {
-                    break;
+            _ = sleep_until_opt(wake) => {}
+            changed = drain.changed(), if deadline.is_none() => {
+                let at = if changed.is_ok() { *drain.borrow() } else { Some(Instant::now()) };
+                if let Some(at) = at {
+                    deadline = Some(at);
+                    rx.close();
                 }
             }
+            _ = sleep_until_opt(deadline) => break,
         }
     }
-
-    // Drain: refuse new envelopes, take what is buffered, send everything now.
-    rx.close();
-    while let Some(env) = rx.recv().await {
-        accept(&mut routes, env, &ctx, &mut inflight, &drain);
-    }
-    for route in routes.iter_mut() {
-        while !route.pending.is_empty() {
-            flush(route, &ctx, &mut inflight, &drain);
-        }
-    }
-    let before = ctx.unsettled.load(Ordering::Acquire);
-    let deadline = (*drain.borrow()).unwrap_or_else(Instant::now);
-    let all_done = async { while inflight.join_next().await.is_some() {} };
-    if tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), all_done)
-        .await
-        .is_err()
-    {
-        // Deliveries notice the deadline themselves; give them a moment to settle.
-        let grace = async { while inflight.join_next().await.is_some() {} };
-        let _ = tokio::time::timeout(Duration::from_millis(500), grace).await;
-        inflight.abort_all();
-    }
-    let abandoned = ctx.unsettled.load(Ordering::Acquire);
-    settled_at_drain += before.saturating_sub(abandoned);
-    if abandoned > 0 {
-        tracing::error!(
-            events = abandoned,
-            "Events not delivered before the drain deadline."
+    // At the deadline: deliveries still running are abandoned; their events stay queued.
+    w.tasks.abort_all();
+    while w.tasks.join_next().await.is_some() {}
+    let indexed: usize = w.routes.iter().map(|r| r.pending.len()).sum();
+    let left = w.ctx.queue.stats().map_or(indexed, |s| s.depth as usize);
+    if left > 0 {
+        tracing::warn!(
+            events = left,
+            "Drain ended with events still queued; they will be sent on the next start."
         );
     }
     DrainReport {
-        settled: settled_at_drain,
-        abandoned,
+        left_in_queue: left,
     }
 }
 
@@ -125,48 +151,189 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn accept(
-    routes: &mut [Route],
-    env: Envelope,
-    ctx: &Arc<SendContext>,
-    inflight: &mut JoinSet<()>,
-    drain: &watch::Receiver<Option<Instant>>,
-) {
-    let Some(route) = routes.get_mut(env.route) else {
-        tracing::error!(route = env.route, "Envelope for an unknown route; dropped.");
-        return;
-    };
-    route.since.get_or_insert_with(Instant::now);
-    route.pending.push(env);
-    if route.pending.len() >= route.max {
-        flush(route, ctx, inflight, drain);
+impl Worker {
+    /// Places what the queue held at start-up; events of tags no longer configured are
+    /// dead-lettered.
+    async fn recover(
+        &mut self,
+        recovered: Vec<crate::queue::Pending>,
+        tag_routes: &HashMap<String, usize>,
+    ) {
+        let mut orphans = Vec::new();
+        let n = recovered.len();
+        for p in recovered {
+            let entry = Entry {
+                seq: p.seq,
+                bytes: p.bytes,
+                received_ms: p.received_ms,
+            };
+            match tag_routes.get(&p.tag).and_then(|r| self.routes.get_mut(*r)) {
+                Some(route) => {
+                    route.pending.push_back(entry);
+                    route.since.get_or_insert_with(Instant::now);
+                }
+                None => orphans.push((p.seq, p.bytes, p.tag)),
+            }
+        }
+        if n > 0 {
+            tracing::info!(events = n, "Recovered queued events from a previous run.");
+        }
+        if !orphans.is_empty() {
+            let seqs: Vec<Seq> = orphans.iter().map(|(s, _, _)| *s).collect();
+            let queue = self.ctx.queue.clone();
+            let records = tokio::task::spawn_blocking(move || queue.read(&seqs))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let letters = orphans
+                .iter()
+                .map(|(seq, bytes, tag)| {
+                    let record = records.iter().find(|(s, _)| s == seq).and_then(|(_, r)| r.clone());
+                    metrics::counter!("tagbridge_events_dead_lettered_total", "reason" => DeadReason::UnknownTag.as_str()).increment(1);
+                    (*seq, *bytes, DeadLetter {
+                        reason: DeadReason::UnknownTag,
+                        status: None,
+                        message: format!("tag {tag:?} is not in the config"),
+                        dead_at_ms: now_ms(),
+                        record,
+                    })
+                })
+                .collect();
+            tracing::warn!(
+                events = orphans.len(),
+                "Queued events of tags no longer configured; dead-lettered."
+            );
+            if let Err(e) = self.ctx.queue.settle(Vec::new(), letters).await {
+                tracing::error!(error = %e, "Could not dead-letter events of removed tags.");
+            }
+        }
     }
-}
 
-/// Starts delivery of up to `max` pending events of `route`.
-fn flush(
-    route: &mut Route,
-    ctx: &Arc<SendContext>,
-    inflight: &mut JoinSet<()>,
-    drain: &watch::Receiver<Option<Instant>>,
-) {
-    if route.pending.is_empty() {
-        route.since = None;
-        return;
+    fn accept(&mut self, batch: Vec<Enqueued>) {
+        let now = Instant::now();
+        for e in batch {
+            let Some(route) = self.routes.get_mut(e.route) else {
+                continue;
+            };
+            if let Some(reply) = e.reply {
+                self.replies.insert(e.seq, reply);
+            }
+            route.pending.push_back(Entry {
+                seq: e.seq,
+                bytes: e.bytes,
+                received_ms: e.received_ms,
+            });
+            route.since.get_or_insert(now);
+        }
     }
-    let take = route.pending.len().min(route.max);
-    let batch: Vec<Envelope> = route.pending.drain(..take).collect();
-    route.since = if route.pending.is_empty() {
-        None
-    } else {
-        Some(Instant::now())
-    };
-    ctx.unsettled.fetch_add(batch.len(), Ordering::AcqRel);
-    inflight.spawn(deliver(
-        ctx.clone(),
-        route.dest.clone(),
-        route.permits.clone(),
-        batch,
-        drain.clone(),
-    ));
+
+    fn is_idle(&self) -> bool {
+        self.routes
+            .iter()
+            .all(|r| r.pending.is_empty() && r.inflight == 0)
+    }
+
+    /// Starts every batch that may leave now.
+    fn start_ready(&mut self, now: Instant, draining: bool) {
+        for (id, route) in self.routes.iter_mut().enumerate() {
+            loop {
+                let due = route.pending.len() >= route.max
+                    || draining
+                    || route.since.is_some_and(|s| s + self.wait <= now);
+                let open = route.paused_until.is_none_or(|t| t <= now);
+                if route.pending.is_empty() || !due || !open || route.inflight >= self.concurrency {
+                    break;
+                }
+                let take = route.pending.len().min(route.max);
+                let entries: Vec<Entry> = route.pending.drain(..take).collect();
+                route.since = if route.pending.is_empty() {
+                    None
+                } else {
+                    Some(now)
+                };
+                route.inflight += 1;
+                self.tasks.spawn(deliver(
+                    self.ctx.clone(),
+                    Batch {
+                        route: id,
+                        dest: route.dest.clone(),
+                        limiter: route.limiter.clone(),
+                        entries,
+                    },
+                ));
+            }
+        }
+    }
+
+    /// When the loop must look again: a batch wait or a backoff ending.
+    fn next_wake(&self, draining: bool) -> Option<Instant> {
+        self.routes
+            .iter()
+            .filter(|r| !r.pending.is_empty())
+            .filter_map(|r| {
+                let due = if draining || r.pending.len() >= r.max {
+                    None
+                } else {
+                    r.since.map(|s| s + self.wait)
+                };
+                match (due, r.paused_until) {
+                    (Some(d), Some(p)) => Some(d.max(p)),
+                    (d, p) => d.or(p),
+                }
+            })
+            .min()
+    }
+
+    fn finish(&mut self, done: Done) {
+        for (seq, delivery) in done.settled {
+            if let Some(reply) = self.replies.remove(&seq) {
+                let _ = reply.send(delivery);
+            }
+        }
+        let Some(route) = self.routes.get_mut(done.route) else {
+            return;
+        };
+        route.inflight = route.inflight.saturating_sub(1);
+        let kind = route.dest.kind();
+        match done.retry {
+            Some(retry) if !retry.entries.is_empty() || retry.after.is_some() => {
+                let delay = self
+                    .backoff
+                    .delay(route.failures, retry.after, &mut rand::rng());
+                route.failures = route.failures.saturating_add(1);
+                let until = Instant::now() + delay;
+                route.paused_until = Some(route.paused_until.map_or(until, |t| t.max(until)));
+                metrics::counter!("tagbridge_retries_total", "destination" => kind).increment(1);
+                tracing::warn!(destination = kind, url = route.dest.url(), events = retry.entries.len(), attempt = route.failures, retry_in_ms = delay.as_millis() as u64, error = %retry.reason, "Batch not delivered; the route backs off and retries.");
+                // Back to the front, in order: these are the oldest events of the route.
+                for e in retry.entries.into_iter().rev() {
+                    route.pending.push_front(e);
+                }
+                route.since.get_or_insert_with(Instant::now);
+            }
+            _ => {
+                if done.refused_credentials {
+                    route.paused_until = Some(Instant::now() + self.pause_on_refusal);
+                    tracing::error!(destination = kind, url = route.dest.url(), pause_ms = self.pause_on_refusal.as_millis() as u64, "Credentials or ad account refused: pausing this route; check the token and advertiser_id.");
+                } else {
+                    route.failures = 0;
+                    route.paused_until = None;
+                }
+            }
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let depth: usize = self.routes.iter().map(|r| r.pending.len()).sum();
+        metrics::gauge!("tagbridge_queue_pending_events").set(depth as f64);
+        metrics::gauge!("tagbridge_queue_bytes").set(self.ctx.queue.bytes() as f64);
+        let oldest = self
+            .routes
+            .iter()
+            .filter_map(|r| r.pending.front().map(|e| e.received_ms))
+            .min();
+        let age = oldest.map_or(0.0, |ms| now_ms().saturating_sub(ms) as f64 / 1000.0);
+        metrics::gauge!("tagbridge_queue_oldest_age_seconds").set(age);
+    }
 }

@@ -27,10 +27,10 @@ pub enum IngestError {
     TooManyEvents { count: usize, limit: usize },
     #[error("no event in the request")]
     NoEvents,
-    #[error("the gateway is overloaded; retry later")]
-    Overloaded,
-    #[error("the gateway is shutting down; retry later")]
-    ShuttingDown,
+    #[error("the event queue is full; retry later")]
+    QueueFull,
+    #[error("the event queue cannot store events right now; retry later")]
+    Storage,
 }
 
 impl IngestError {
@@ -44,7 +44,7 @@ impl IngestError {
             | IngestError::WrongShape(_)
             | IngestError::TooManyEvents { .. }
             | IngestError::NoEvents => StatusCode::BAD_REQUEST,
-            IngestError::Overloaded | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::QueueFull | IngestError::Storage => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -59,8 +59,8 @@ impl IngestError {
             IngestError::WrongShape(_) => "wrong_shape",
             IngestError::TooManyEvents { .. } => "too_many_events",
             IngestError::NoEvents => "no_events",
-            IngestError::Overloaded => "overloaded",
-            IngestError::ShuttingDown => "shutting_down",
+            IngestError::QueueFull => "queue_full",
+            IngestError::Storage => "storage",
         }
     }
 }
@@ -69,6 +69,8 @@ impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status();
         tracing::info!(status = status.as_u16(), reason = self.reason(), error = %self, "Request rejected.");
+        metrics::counter!("tagbridge_ingest_rejected_total", "reason" => self.reason())
+            .increment(1);
         let mut response = (
             status,
             Json(serde_json::json!({ "error": self.to_string() })),

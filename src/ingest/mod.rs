@@ -10,9 +10,9 @@
 mod body;
 mod client_ip;
 mod data;
+pub mod error;
 pub mod gtag_parse;
 pub mod mp_parse;
-pub mod error;
 
 use std::{
     sync::{
@@ -38,10 +38,10 @@ pub use error::IngestError;
 use crate::{
     config::Config,
     dispatch::{
-        request_log::RequestRecord, Delivery, DispatchHandle, Envelope, EventMeta, RequestLog,
-        RouteId, SubmitError,
+        request_log::RequestRecord, Delivery, DispatchHandle, Enqueued, RequestLog, RouteId,
     },
     event::{new_trace_id, EventData, RequestContext},
+    queue::{EventBody, Queue, QueueError, QueuedEvent},
     tags::{SetCookie, Tag, TagDecision},
 };
 
@@ -61,9 +61,10 @@ pub struct AppState {
     pub draining: AtomicBool,
 }
 
-/// Tags plus the way to the dispatcher.
+/// Tags plus the way to the queue and the dispatcher.
 pub struct Pipeline {
     pub tags: Vec<TagSlot>,
+    pub queue: Queue,
     pub dispatch: DispatchHandle,
     pub log: Arc<dyn RequestLog>,
     /// Longest a `wait_for_response` caller waits for the destination's answer.
@@ -93,24 +94,32 @@ pub struct Processed {
 
 enum Pending {
     Done(TagReport),
-    Waiting(String, oneshot::Receiver<Delivery>),
+    /// Queued; the receiver when the tag waits for the destination.
+    Queued(String, Option<oneshot::Receiver<Delivery>>),
 }
 
 impl Pipeline {
-    /// Runs every tag on every event, hands the results to the dispatcher, and waits for the
-    /// destinations' answers where a tag asks for it. Returns one [`Processed`] per event and
-    /// the cookies the response sets.
+    /// Runs every tag on every event, appends what they send to the durable queue in one
+    /// group commit, tells the dispatcher, and waits for the destinations' answers where a
+    /// tag asks for it. Returns one [`Processed`] per event and the cookies to set.
     ///
     /// # Errors
-    /// [`IngestError::Overloaded`] / [`IngestError::ShuttingDown`] when the dispatcher refuses.
+    /// [`IngestError::QueueFull`] / [`IngestError::Storage`] when the queue refuses: then
+    /// nothing of this request was queued.
     pub async fn run(
         &self,
         events: Vec<EventData>,
         req: &RequestContext,
     ) -> Result<(Vec<Processed>, Vec<SetCookie>), IngestError> {
+        let received_ms = req
+            .received_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let mut cookies: Vec<SetCookie> = Vec::new();
-        let mut pending_per_event = Vec::with_capacity(events.len());
-        let mut processed = Vec::with_capacity(events.len());
+        let mut records: Vec<QueuedEvent> = Vec::new();
+        let mut routes: Vec<(RouteId, Option<oneshot::Sender<Delivery>>)> = Vec::new();
+        let mut per_event = Vec::with_capacity(events.len());
         for event in &events {
             let debug = req.debug || event.is_debug();
             let mut pending = Vec::with_capacity(self.tags.len());
@@ -121,56 +130,47 @@ impl Pipeline {
                     cookies.push(c);
                 }
                 let name = slot.tag.name().to_owned();
+                let tag_label = name.clone();
                 match out.decision {
                     TagDecision::Send(ob) => {
-                        let meta = EventMeta {
-                            tag: Arc::from(slot.tag.name()),
-                            event_id: ob.event_id,
-                            event_name: ob.event_name,
-                            trace_id: req.trace_id.clone(),
-                            log: slot.tag.log_mode().logs(debug),
-                        };
+                        metrics::counter!("tagbridge_events_mapped_total", "tag" => tag_label)
+                            .increment(1);
                         let (reply, rx) = if slot.tag.wait_for_response() {
                             let (tx, rx) = oneshot::channel();
                             (Some(tx), Some(rx))
                         } else {
                             (None, None)
                         };
-                        self.dispatch
-                            .submit(Envelope {
-                                route: slot.route,
+                        pending.push(Pending::Queued(name.clone(), rx));
+                        routes.push((slot.route, reply));
+                        records.push(QueuedEvent {
+                            tag: name,
+                            received_ms,
+                            body: EventBody {
                                 event: ob.event,
-                                meta,
-                                reply,
-                            })
-                            .map_err(|e| match e {
-                                SubmitError::Full => IngestError::Overloaded,
-                                SubmitError::Closed => IngestError::ShuttingDown,
-                            })?;
-                        pending.push(match rx {
-                            Some(rx) => Pending::Waiting(name, rx),
-                            None => Pending::Done(TagReport {
-                                name,
-                                status: "sent",
-                                detail: Some("queued".into()),
-                            }),
+                                event_id: ob.event_id,
+                                event_name: ob.event_name,
+                                trace_id: req.trace_id.clone(),
+                                log: slot.tag.log_mode().logs(debug),
+                            },
                         });
                     }
                     TagDecision::DryRun(ob) => {
-                        let meta = EventMeta {
-                            tag: Arc::from(slot.tag.name()),
+                        metrics::counter!("tagbridge_events_skipped_total", "tag" => tag_label, "reason" => "dry_run").increment(1);
+                        let dest = slot.tag.destination();
+                        let body = EventBody {
+                            event: ob.event,
                             event_id: ob.event_id,
                             event_name: ob.event_name,
                             trace_id: req.trace_id.clone(),
                             log: true,
                         };
-                        let dest = slot.tag.destination();
                         self.log.write(
                             RequestRecord {
                                 kind: dest.kind(),
-                                meta: &meta,
+                                meta: &body,
+                                tag: &name,
                                 url: dest.url(),
-                                event: &ob.event,
                                 batch_size: 1,
                                 dry_run: true,
                             }
@@ -183,6 +183,7 @@ impl Pipeline {
                         }));
                     }
                     TagDecision::Skip(reason) => {
+                        metrics::counter!("tagbridge_events_skipped_total", "tag" => tag_label, "reason" => reason.as_str()).increment(1);
                         tracing::debug!(tag = %name, reason = reason.as_str(), trace_id = %req.trace_id, "Tag skipped the event.");
                         pending.push(Pending::Done(TagReport {
                             name,
@@ -192,16 +193,45 @@ impl Pipeline {
                     }
                 }
             }
-            pending_per_event.push(pending);
+            per_event.push(pending);
         }
+
+        // One durable append for the whole request: answered only once it is on disk.
+        let seqs = self.queue.append(&records).await.map_err(|e| match e {
+            QueueError::Full { .. } => IngestError::QueueFull,
+            other => {
+                tracing::error!(error = %other, "Queue append failed.");
+                IngestError::Storage
+            }
+        })?;
+        metrics::counter!("tagbridge_events_queued_total").increment(seqs.len() as u64);
+        let notices = seqs
+            .into_iter()
+            .zip(routes)
+            .map(|((seq, bytes), (route, reply))| Enqueued {
+                route,
+                seq,
+                bytes,
+                received_ms,
+                reply,
+            })
+            .collect();
+        self.dispatch.notify(notices);
+
         // Any waiting tag puts the per-tag outcomes into the answer, whatever it decided.
         let waited = self.tags.iter().any(|s| s.tag.wait_for_response());
-        for (event, pending) in events.iter().zip(pending_per_event) {
+        let mut processed = Vec::with_capacity(events.len());
+        for (event, pending) in events.iter().zip(per_event) {
             let mut reports = Vec::with_capacity(pending.len());
             for p in pending {
                 reports.push(match p {
                     Pending::Done(r) => r,
-                    Pending::Waiting(name, rx) => {
+                    Pending::Queued(name, None) => TagReport {
+                        name,
+                        status: "sent",
+                        detail: Some("queued".into()),
+                    },
+                    Pending::Queued(name, Some(rx)) => {
                         match tokio::time::timeout(self.reply_timeout, rx).await {
                             Ok(Ok(Delivery::Sent)) => TagReport {
                                 name,
@@ -213,15 +243,10 @@ impl Pipeline {
                                 status: "failed",
                                 detail: Some(why),
                             },
-                            Ok(Err(_)) => TagReport {
-                                name,
-                                status: "failed",
-                                detail: Some("dispatcher stopped".into()),
-                            },
-                            Err(_) => TagReport {
+                            Ok(Err(_)) | Err(_) => TagReport {
                                 name,
                                 status: "pending",
-                                detail: Some("no answer yet; delivery continues".into()),
+                                detail: Some("queued; no answer yet, delivery continues".into()),
                             },
                         }
                     }
@@ -319,11 +344,36 @@ pub(crate) fn with_cookies(
 /// The gateway's routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let paths = state.config.server.paths.clone();
+    // Make sure the recorder exists before the first request counts anything.
+    let _ = crate::telemetry::prometheus();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route(&paths.data, get(data::get).post(data::post))
+        .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// Counts requests by route (the configured path, never the raw URL) and status.
+async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::counter!("tagbridge_http_requests_total", "route" => route, "status" => response.status().as_u16().to_string()).increment(1);
+    response
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::prometheus().render(),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
