@@ -58,15 +58,13 @@ pub(super) async fn run(
     let cfg = setup.config;
     // One limiter per ad account (the URL without its query), shared by its routes.
     let mut limiters: HashMap<String, Arc<DefaultDirectRateLimiter>> = HashMap::new();
-    let per_minute = NonZeroU32::new(CALLS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
     let routes = setup
         .routes
         .into_iter()
         .map(|dest| {
-            let account = dest.url().split('?').next().unwrap_or_default().to_owned();
             let limiter = limiters
-                .entry(account)
-                .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))))
+                .entry(account_key(dest.url()).to_owned())
+                .or_insert_with(|| Arc::new(account_limiter()))
                 .clone();
             Route {
                 max: dest.max_batch().min(cfg.batch_max_events).max(1),
@@ -142,6 +140,28 @@ pub(super) async fn run(
     DrainReport {
         left_in_queue: left,
     }
+}
+
+/// Calls one ad account may make: a bucket of [`BURST`] refilled at
+/// `CALLS_PER_MINUTE - BURST` per minute, so no 60-second window ever holds more than
+/// [`CALLS_PER_MINUTE`] calls (a plain per-minute quota would allow twice that in the first
+/// minute: a full burst plus a minute of refill).
+pub(super) fn account_limiter() -> DefaultDirectRateLimiter {
+    let refill_per_minute = CALLS_PER_MINUTE - BURST;
+    let period = Duration::from_secs(60) / refill_per_minute;
+    let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    RateLimiter::direct(quota)
+}
+
+/// Burst allowance of [`account_limiter`].
+pub(super) const BURST: u32 = 100;
+
+/// The ad account a route belongs to: its URL without the query (`?test=true`).
+pub(super) fn account_key(url: &str) -> &str {
+    url.split('?').next().unwrap_or_default()
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -335,5 +355,38 @@ impl Worker {
             .min();
         let age = oldest.map_or(0.0, |ms| now_ms().saturating_sub(ms) as f64 / 1000.0);
         metrics::gauge!("tagbridge_queue_oldest_age_seconds").set(age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minute_never_holds_more_than_the_limit() {
+        let limiter = account_limiter();
+        // The burst passes at once, the next call waits.
+        let passed = (0..BURST * 2).filter(|_| limiter.check().is_ok()).count();
+        assert_eq!(passed, BURST as usize);
+        // Over 60 s: burst + refill = exactly the documented limit.
+        let refill = (CALLS_PER_MINUTE - BURST) as u64;
+        let period = Duration::from_secs(60) / (CALLS_PER_MINUTE - BURST);
+        assert_eq!(
+            period.as_nanos() as u64 * refill,
+            60_000_000_000 - 60_000_000_000 % refill
+        );
+        assert!(BURST as u64 + refill <= CALLS_PER_MINUTE as u64);
+    }
+
+    #[test]
+    fn test_mode_shares_the_accounts_limit() {
+        assert_eq!(
+            account_key("https://api.pinterest.com/v5/ad_accounts/1/events?test=true"),
+            account_key("https://api.pinterest.com/v5/ad_accounts/1/events")
+        );
+        assert_ne!(
+            account_key("https://api.pinterest.com/v5/ad_accounts/1/events"),
+            account_key("https://api.pinterest.com/v5/ad_accounts/2/events")
+        );
     }
 }

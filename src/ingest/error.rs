@@ -76,6 +76,18 @@ impl IntoResponse for IngestError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
+        // Answered before the body was read to its end: the connection cannot be reused, and
+        // saying so keeps clients from sending their next request into a closing socket.
+        if matches!(
+            self,
+            IngestError::BodyTooLarge { .. }
+                | IngestError::BodyTimeout { .. }
+                | IngestError::BodyRead
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

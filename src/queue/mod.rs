@@ -99,13 +99,31 @@ enum WriteOp {
     },
 }
 
-/// Handle to the queue. Cheap to clone.
+/// Handle to the queue. Cheap to clone; when the last handle is dropped the writer thread
+/// finishes its current commit and the file is closed.
 #[derive(Clone)]
 pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Arc<Database>,
-    writer: std_mpsc::Sender<WriteOp>,
+    writer: Option<std_mpsc::Sender<WriteOp>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     bytes: Arc<AtomicU64>,
     max_bytes: u64,
+    /// Commits (fsyncs) so far.
+    commits: Arc<AtomicU64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop; joining releases its hold on the file.
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What `tagbridge queue stats` prints.
@@ -186,18 +204,27 @@ impl Queue {
         let db = Arc::new(db);
         let (writer, ops) = std_mpsc::channel();
         let bytes = Arc::new(AtomicU64::new(total));
-        let thread_db = db.clone();
-        let thread_bytes = bytes.clone();
-        std::thread::Builder::new()
+        let commits = Arc::new(AtomicU64::new(0));
+        let state = WriterState {
+            db: db.clone(),
+            next,
+            bytes: bytes.clone(),
+            commits: commits.clone(),
+        };
+        let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || writer_loop(thread_db, ops, next, thread_bytes))
+            .spawn(move || writer_loop(state, ops))
             .map_err(storage)?;
         Ok((
             Queue {
-                db,
-                writer,
-                bytes,
-                max_bytes,
+                inner: Arc::new(Inner {
+                    db,
+                    writer: Some(writer),
+                    thread: Some(thread),
+                    bytes,
+                    max_bytes,
+                    commits,
+                }),
             },
             pending,
         ))
@@ -212,26 +239,35 @@ impl Queue {
             return Ok(Vec::new());
         }
         let records: Vec<Vec<u8>> = events.iter().map(QueuedEvent::encode).collect();
+        let inner = &self.inner;
         let size: u64 = records.iter().map(|r| r.len() as u64).sum();
-        let before = self.bytes.fetch_add(size, Ordering::AcqRel);
-        if before + size > self.max_bytes {
-            self.bytes.fetch_sub(size, Ordering::AcqRel);
+        let before = inner.bytes.fetch_add(size, Ordering::AcqRel);
+        if before + size > inner.max_bytes {
+            inner.bytes.fetch_sub(size, Ordering::AcqRel);
+            metrics::counter!("tagbridge_queue_full_total").increment(1);
             return Err(QueueError::Full {
-                max_bytes: self.max_bytes,
+                max_bytes: inner.max_bytes,
             });
         }
         let sizes: Vec<u64> = records.iter().map(|r| r.len() as u64).collect();
         let (reply, rx) = oneshot::channel();
-        let result = match self.writer.send(WriteOp::Append { records, reply }) {
+        let result = match self.send(WriteOp::Append { records, reply }) {
             Ok(()) => rx.await.unwrap_or(Err(QueueError::Closed)),
-            Err(_) => Err(QueueError::Closed),
+            Err(e) => Err(e),
         };
         match result {
             Ok(seqs) => Ok(seqs.into_iter().zip(sizes).collect()),
             Err(e) => {
-                self.bytes.fetch_sub(size, Ordering::AcqRel);
+                inner.bytes.fetch_sub(size, Ordering::AcqRel);
                 Err(e)
             }
+        }
+    }
+
+    fn send(&self, op: WriteOp) -> Result<(), QueueError> {
+        match &self.inner.writer {
+            Some(w) => w.send(op).map_err(|_| QueueError::Closed),
+            None => Err(QueueError::Closed),
         }
     }
 
@@ -240,7 +276,7 @@ impl Queue {
     /// # Errors
     /// Storage errors.
     pub fn read(&self, seqs: &[Seq]) -> Result<Vec<(Seq, Option<QueuedEvent>)>, QueueError> {
-        let rx = self.db.begin_read().map_err(storage)?;
+        let rx = self.inner.db.begin_read().map_err(storage)?;
         let table = rx.open_table(EVENTS).map_err(storage)?;
         let mut out = Vec::with_capacity(seqs.len());
         for &seq in seqs {
@@ -265,19 +301,22 @@ impl Queue {
             return Ok(());
         }
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Settle {
-                delete,
-                dead,
-                reply,
-            })
-            .map_err(|_| QueueError::Closed)?;
+        self.send(WriteOp::Settle {
+            delete,
+            dead,
+            reply,
+        })?;
         rx.await.unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Commits (each one fsync) since the queue was opened.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Acquire)
     }
 
     /// Bytes of pending records.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Acquire)
+        self.inner.bytes.load(Ordering::Acquire)
     }
 
     /// Depth, age and dead letters, from this handle.
@@ -285,7 +324,7 @@ impl Queue {
     /// # Errors
     /// Storage errors.
     pub fn stats(&self) -> Result<Stats, QueueError> {
-        stats_of(self.db.as_ref())
+        stats_of(self.inner.db.as_ref())
     }
 }
 
@@ -327,9 +366,38 @@ pub fn stats_at(path: &Path) -> Result<Stats, QueueError> {
     if !file.exists() {
         return Ok(Stats::default());
     }
-    let db = redb::ReadOnlyDatabase::open(&file)
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open_read_only(&file)
         .map_err(|e| QueueError::Storage(format!("cannot open {}: {e}", file.display())))?;
     stats_of(&db)
+}
+
+/// Dead letters, oldest first (at most `limit`), read-only (works while the gateway runs).
+///
+/// # Errors
+/// When the queue cannot be opened.
+pub fn dead_letters_at(path: &Path, limit: usize) -> Result<Vec<(Seq, DeadLetter)>, QueueError> {
+    let file = path.join(FILE_NAME);
+    if !file.exists() {
+        return Ok(Vec::new());
+    }
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open_read_only(&file)
+        .map_err(|e| QueueError::Storage(format!("cannot open {}: {e}", file.display())))?;
+    let rx = db.begin_read().map_err(storage)?;
+    let Ok(dead) = rx.open_table(DEAD) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for row in dead.iter().map_err(storage)?.take(limit) {
+        let (k, v) = row.map_err(storage)?;
+        if let Ok(letter) = serde_json::from_slice::<DeadLetter>(v.value()) {
+            out.push((k.value(), letter));
+        }
+    }
+    Ok(out)
 }
 
 /// `tagbridge queue replay-dead`: moves every dead letter with a readable event back into
@@ -368,12 +436,20 @@ pub fn replay_dead(path: &Path) -> Result<u64, QueueError> {
     Ok(moved)
 }
 
-fn writer_loop(
+struct WriterState {
     db: Arc<Database>,
-    ops: std_mpsc::Receiver<WriteOp>,
-    mut next: Seq,
+    next: Seq,
     bytes: Arc<AtomicU64>,
-) {
+    commits: Arc<AtomicU64>,
+}
+
+fn writer_loop(state: WriterState, ops: std_mpsc::Receiver<WriteOp>) {
+    let WriterState {
+        db,
+        mut next,
+        bytes,
+        commits,
+    } = state;
     while let Ok(first) = ops.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -387,6 +463,7 @@ fn writer_loop(
         if result.is_err() {
             next = start;
         }
+        commits.fetch_add(1, Ordering::AcqRel);
         metrics::counter!("tagbridge_queue_commits_total").increment(1);
         let mut seq = start;
         for op in group {
