@@ -101,7 +101,8 @@ pub(super) async fn deliver(ctx: Arc<SendContext>, batch: Batch) -> Done {
         return done;
     }
 
-    let bodies: Vec<&Value> = events.iter().map(|(_, r)| &r.body.event).collect();
+    let bodies: Vec<&serde_json::value::RawValue> =
+        events.iter().map(|(_, r)| &*r.body.event).collect();
     let request = batch.dest.encode(&bodies);
     for (_, r) in events.iter().filter(|(_, r)| r.body.log) {
         ctx.log.write(

@@ -147,7 +147,7 @@ impl Pipeline {
                             tag: name,
                             received_ms,
                             body: EventBody {
-                                event: ob.event,
+                                event: raw_json(&ob.event),
                                 event_id: ob.event_id,
                                 event_name: ob.event_name,
                                 trace_id: req.trace_id.clone(),
@@ -159,7 +159,7 @@ impl Pipeline {
                         metrics::counter!("tagbridge_events_skipped_total", "tag" => tag_label, "reason" => "dry_run").increment(1);
                         let dest = slot.tag.destination();
                         let body = EventBody {
-                            event: ob.event,
+                            event: raw_json(&ob.event),
                             event_id: ob.event_id,
                             event_name: ob.event_name,
                             trace_id: req.trace_id.clone(),
@@ -263,6 +263,13 @@ impl Pipeline {
         }
         Ok((processed, cookies))
     }
+}
+
+/// A mapped event as JSON text (serializing a `Value` cannot fail; `null` if it ever did).
+fn raw_json(value: &serde_json::Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
+        serde_json::value::RawValue::from_string("null".to_owned()).unwrap_or_default()
+    })
 }
 
 /// What every handler reads from the request besides its body.

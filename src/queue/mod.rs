@@ -52,6 +52,10 @@ const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 /// Most operations one commit groups.
 pub const MAX_GROUP: usize = 4096;
 
+/// redb's page cache: the dispatcher reads recent records back, so a small cache serves
+/// it; a larger one only adds resident memory (redb's default is 1 GiB).
+const CACHE_BYTES: usize = 16 << 20;
+
 /// The file name inside `queue.path`.
 pub const FILE_NAME: &str = "queue.redb";
 
@@ -147,6 +151,7 @@ fn open_db(path: &Path, mode: ConcurrencyMode) -> Result<Database, QueueError> {
     let file = path.join(FILE_NAME);
     Database::builder()
         .set_concurrency_mode(mode)
+        .set_cache_size(CACHE_BYTES)
         .create(&file)
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => QueueError::InUse(file.clone()),

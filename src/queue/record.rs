@@ -4,12 +4,12 @@
 //! header lets start-up rebuild the index (route, age, size) without parsing JSON.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 const VERSION: u8 = 1;
 
 /// A mapped, hashed, ready-to-send event, as queued.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueuedEvent {
     /// The tag that produced it (its route is looked up by name at dispatch time, so no
     /// credential is ever stored).
@@ -20,10 +20,11 @@ pub struct QueuedEvent {
 }
 
 /// Everything else about the event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventBody {
-    /// The destination event, ready to send.
-    pub event: Value,
+    /// The destination event, ready to send, as JSON text: it goes into the request body
+    /// as it is, never parsed again.
+    pub event: Box<RawValue>,
     pub event_id: String,
     pub event_name: String,
     pub trace_id: String,
@@ -60,7 +61,7 @@ impl DeadReason {
 }
 
 /// A dead letter: the event plus Pinterest's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub reason: DeadReason,
     /// HTTP status of the answer, when there was one.
@@ -122,7 +123,8 @@ mod tests {
             tag: "pinterest".into(),
             received_ms: 1_700_000_000_123,
             body: EventBody {
-                event: serde_json::json!({"event_name": "checkout", "event_id": "T1"}),
+                event: RawValue::from_string(r#"{"event_name":"checkout","event_id":"T1"}"#.into())
+                    .unwrap(),
                 event_id: "T1".into(),
                 event_name: "checkout".into(),
                 trace_id: "abc".into(),
@@ -134,8 +136,17 @@ mod tests {
             QueuedEvent::peek(&bytes),
             Some(("pinterest", 1_700_000_000_123))
         );
-        assert_eq!(QueuedEvent::decode(&bytes), Some(e));
-        assert_eq!(QueuedEvent::decode(&bytes[..5]), None);
-        assert_eq!(QueuedEvent::decode(b"\x02garbage"), None);
+        let back = QueuedEvent::decode(&bytes).unwrap();
+        assert_eq!(
+            (back.tag.as_str(), back.received_ms),
+            ("pinterest", 1_700_000_000_123)
+        );
+        assert_eq!(
+            back.body.event.get(),
+            r#"{"event_name":"checkout","event_id":"T1"}"#
+        );
+        assert_eq!(back.body.event_id, "T1");
+        assert!(QueuedEvent::decode(&bytes[..5]).is_none());
+        assert!(QueuedEvent::decode(b"\x02garbage").is_none());
     }
 }

@@ -8,7 +8,10 @@ fn event(tag: &str, id: &str) -> QueuedEvent {
         tag: tag.into(),
         received_ms: 1_000,
         body: EventBody {
-            event: json!({"event_name": "checkout", "event_id": id}),
+            event: serde_json::value::to_raw_value(
+                &json!({"event_name": "checkout", "event_id": id}),
+            )
+            .unwrap(),
             event_id: id.into(),
             event_name: "checkout".into(),
             trace_id: "t".into(),

@@ -231,8 +231,8 @@ pub trait Destination: Send + Sync + fmt::Debug {
     fn url(&self) -> &str;
     /// Most events one request may carry.
     fn max_batch(&self) -> usize;
-    /// The full request for a batch of mapped events.
-    fn encode(&self, events: &[&Value]) -> OutboundRequest;
+    /// The full request for a batch of mapped events (each one JSON text).
+    fn encode(&self, events: &[&serde_json::value::RawValue]) -> OutboundRequest;
     /// Reads the destination's answer to a batch of `n` events.
     fn classify(&self, status: u16, body: &[u8], n: usize) -> BatchVerdict;
 }

@@ -1240,8 +1240,10 @@ fn destination_url() {
 #[test]
 fn destination_encode() {
     let d = destination(json!({"test_mode": true}));
-    let a = json!({"event_id": "e1", "event_name": "checkout"});
-    let b = json!({"event_id": "e2", "event_name": "lead"});
+    let a = serde_json::value::to_raw_value(&json!({"event_id": "e1", "event_name": "checkout"}))
+        .unwrap();
+    let b =
+        serde_json::value::to_raw_value(&json!({"event_id": "e2", "event_name": "lead"})).unwrap();
     let req = d.encode(&[&a, &b]);
     assert_eq!(
         req.url,
