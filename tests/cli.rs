@@ -124,3 +124,30 @@ fn a_config_error_is_one_line_and_stops_start_up() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("config error: missing.yaml: cannot read:"));
 }
+
+#[test]
+fn queue_stats_on_a_fresh_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("c.yaml"), "queue: {path: ./q}\n").expect("write");
+    let out = tagbridge(&["queue", "stats", "--config", "c.yaml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        stats,
+        json!({"depth": 0, "bytes": 0, "oldest_age_s": null, "dead_letters": 0, "dead_by_reason": {}})
+    );
+    let out = tagbridge(&["queue", "replay-dead", "--config", "c.yaml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "{\"replayed\": 0}"
+    );
+}

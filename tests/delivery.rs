@@ -211,3 +211,49 @@ async fn dry_run_logs_and_sends_nothing() {
     assert_eq!(records[0]["DryRun"], true);
     assert_eq!(records[0]["RequestBody"]["data"][0]["event_id"], "d-1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let mock = common::mock_pinterest().await;
+    let server = start(&mock, json!({"trigger": {"exclude_events": ["page_view"]}})).await;
+    let client = reqwest::Client::new();
+    let events = json!([event("m-1"), {"event_name": "page_view", "event_id": "m-2"}]);
+    assert_eq!(
+        client
+            .post(server.url("/data"))
+            .json(&events)
+            .send()
+            .await
+            .expect("post")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .post(server.url("/data"))
+            .body("{")
+            .send()
+            .await
+            .expect("post")
+            .status(),
+        400
+    );
+    let resp = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("text");
+    for family in [
+        "tagbridge_http_requests_total{route=\"/data\",status=\"200\"}",
+        "tagbridge_ingest_rejected_total{reason=\"invalid_json\"}",
+        "tagbridge_events_mapped_total{tag=\"pin\"}",
+        "tagbridge_events_skipped_total{tag=\"pin\",reason=\"trigger\"}",
+        "tagbridge_events_queued_total",
+        "tagbridge_queue_commits_total",
+    ] {
+        assert!(text.contains(family), "missing {family} in:\n{text}");
+    }
+    server.shutdown().await;
+}
