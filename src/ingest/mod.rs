@@ -9,8 +9,10 @@
 
 mod body;
 mod client_ip;
+pub mod cors;
 mod data;
 pub mod error;
+mod ga4;
 pub mod gtag_parse;
 pub mod mp_parse;
 
@@ -307,7 +309,7 @@ pub(crate) fn request_context(headers: &HeaderMap, host_from_uri: Option<&str>) 
     }
 }
 
-fn strip_port(host: &str) -> String {
+pub(crate) fn strip_port(host: &str) -> String {
     let h = host.trim();
     if let Some(rest) = h.strip_prefix('[') {
         // [v6]:port
@@ -353,11 +355,19 @@ pub fn router(state: Arc<AppState>) -> Router {
     let paths = state.config.server.paths.clone();
     // Make sure the recorder exists before the first request counts anything.
     let _ = crate::telemetry::prometheus();
+    let ingest = Router::new()
+        .route(&paths.data, get(data::get).post(data::post))
+        .route(&paths.gtag, get(ga4::gtag_get).post(ga4::gtag_post))
+        .route(&paths.mp, axum::routing::post(ga4::mp_post))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route(&paths.data, get(data::get).post(data::post))
+        .merge(ingest)
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

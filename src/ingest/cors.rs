@@ -1,0 +1,154 @@
+//! CORS for the ingest endpoints (`ga4-ingest.md` §1, issue "GA4 ingest" §3).
+//!
+//! - A request without `Origin` (server calls, image beacons) is processed.
+//! - With `server.allowed_origins` set, an `Origin` on the list (exact match, or `*`) is
+//!   echoed with `Access-Control-Allow-Credentials: true` (never `*` with credentials);
+//!   any other origin gets 403 and the request is not processed.
+//! - With an empty list, only same-site origins are allowed: the origin's registrable domain
+//!   (public suffix list) equals the request host's (`shop.example.com` → `track.shop.example.com`).
+//! - A preflight (`OPTIONS` with an allowed origin) is answered 204 with the allowed methods
+//!   and the requested headers.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Request, State},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    Json,
+};
+
+use super::AppState;
+use crate::tags::pinterest::registrable_domain;
+
+const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
+
+/// Whether `origin` may call this gateway, given the request's `Host`.
+pub fn origin_allowed(origin: &str, allowed: &[String], host: Option<&str>) -> bool {
+    if !allowed.is_empty() {
+        return allowed
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    }
+    let Some(origin_host) = url::Url::parse(origin)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    let Some(host) = host.map(|h| super::strip_port(h).to_ascii_lowercase()) else {
+        return false;
+    };
+    if origin_host == host {
+        return true;
+    }
+    match (registrable_domain(&origin_host), registrable_domain(&host)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn cors_headers(headers: &mut HeaderMap, origin: &HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The middleware around the ingest routes.
+pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
+        return next.run(request).await;
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let allowed = origin
+        .to_str()
+        .map(|o| origin_allowed(o, &state.config.server.allowed_origins, host.as_deref()))
+        .unwrap_or(false);
+    if !allowed {
+        metrics::counter!("tagbridge_ingest_rejected_total", "reason" => "origin_not_allowed")
+            .increment(1);
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({"error": "origin not allowed"})),
+        )
+            .into_response();
+    }
+    if request.method() == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let h = response.headers_mut();
+        cors_headers(h, &origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
+        let requested = request
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("content-type"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        return response;
+    }
+    let mut response = next.run(request).await;
+    cors_headers(response.headers_mut(), &origin);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_and_same_site() {
+        let list = vec!["https://shop.example".to_string()];
+        assert!(origin_allowed("https://shop.example", &list, None));
+        assert!(!origin_allowed("https://evil.example", &list, None));
+        assert!(!origin_allowed("https://shop.example.evil", &list, None));
+        assert!(origin_allowed("https://x.y", &["*".to_string()], None));
+        // Empty list: same site only.
+        let none: Vec<String> = Vec::new();
+        assert!(origin_allowed(
+            "https://shop.example.com",
+            &none,
+            Some("track.shop.example.com")
+        ));
+        assert!(origin_allowed(
+            "https://www.shop.co.uk",
+            &none,
+            Some("track.shop.co.uk:443")
+        ));
+        assert!(!origin_allowed(
+            "https://other.co.uk",
+            &none,
+            Some("track.shop.co.uk")
+        ));
+        assert!(!origin_allowed(
+            "https://evil.com",
+            &none,
+            Some("track.shop.example.com")
+        ));
+        assert!(origin_allowed(
+            "http://127.0.0.1:3000",
+            &none,
+            Some("127.0.0.1:8080")
+        ));
+        assert!(!origin_allowed(
+            "null",
+            &none,
+            Some("track.shop.example.com")
+        ));
+        assert!(!origin_allowed("https://shop.example.com", &none, None));
+    }
+}
