@@ -324,3 +324,81 @@ async fn measurement_protocol_with_and_without_the_ingest_key() {
     assert_eq!(sent[1]["event_id"], "MP-2");
     assert_eq!(sent[1]["user_data"]["client_ip_address"], "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configurable_paths_and_ga4_debug_traffic() {
+    let mock = common::mock_pinterest().await;
+    let mut c = config(&mock.uri(), json!({"log": "debug"}));
+    c.server.paths.gtag = "/t/e".into();
+    c.server.paths.data = "/beacon".into();
+    let server = TestServer::start(c).await;
+    let client = reqwest::Client::new();
+    // The default paths are gone.
+    let old = client
+        .get(format!(
+            "{}?{SHARED}&en=page_view",
+            server.url("/g/collect")
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(old.status(), 404);
+    let old = client
+        .post(server.url("/data"))
+        .json(&json!({"event": "x"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(old.status(), 404);
+    // Normal traffic: not logged with `log: debug`; `_dbg=1` is debug traffic: logged.
+    let plain = client
+        .get(format!(
+            "{}?{SHARED}&en=page_view&ep.event_id=p-1",
+            server.url("/t/e")
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(plain.status(), 204);
+    let dbg = client
+        .get(format!(
+            "{}?{SHARED}&_dbg=1&en=page_view&ep.event_id=p-2",
+            server.url("/t/e")
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(dbg.status(), 204);
+    let beacon = client
+        .post(server.url("/beacon"))
+        .json(&json!({"event": "lead", "event_id": "p-3"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(beacon.status(), 200);
+    let log = server.log.clone();
+    server.shutdown().await;
+    let ids: Vec<Value> = events_sent(&mock)
+        .await
+        .iter()
+        .map(|e| e["event_id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let logged: Vec<(String, String)> = log
+        .records()
+        .iter()
+        .map(|r| {
+            (
+                r["Type"].as_str().unwrap_or_default().to_owned(),
+                r["EventId"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        vec![
+            ("Request".to_owned(), "p-2".to_owned()),
+            ("Response".to_owned(), "p-2".to_owned())
+        ]
+    );
+}
