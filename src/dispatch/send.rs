@@ -59,11 +59,8 @@ pub(super) async fn deliver(ctx: Arc<SendContext>, batch: Batch) -> Done {
     let route = batch.route;
     let kind = batch.dest.kind();
     let seqs: Vec<Seq> = batch.entries.iter().map(|e| e.seq).collect();
-    let queue = ctx.queue.clone();
-    let read = tokio::task::spawn_blocking(move || queue.read(&seqs)).await;
-    let records = match read {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return retry_all(route, batch.entries, format!("queue read failed: {e}")),
+    let records = match ctx.queue.read_blocking(seqs).await {
+        Ok(r) => r,
         Err(e) => return retry_all(route, batch.entries, format!("queue read failed: {e}")),
     };
     // Unreadable records go to the dead letters; missing ones were settled already.
@@ -247,12 +244,7 @@ async fn expire(ctx: &SendContext, mut done: Done) -> Done {
     retry.entries = keep;
     let reason = retry.reason.clone();
     let seqs: Vec<Seq> = old.iter().map(|e| e.seq).collect();
-    let queue = ctx.queue.clone();
-    let records = tokio::task::spawn_blocking(move || queue.read(&seqs))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let records = ctx.queue.read_blocking(seqs).await.unwrap_or_default();
     let letters = old
         .iter()
         .map(|e| {

@@ -120,7 +120,13 @@ pub(super) async fn run(
                 let at = if changed.is_ok() { *drain.borrow() } else { Some(Instant::now()) };
                 if let Some(at) = at {
                     deadline = Some(at);
+                    // Take in every notice already sent before cutting the last batches, so
+                    // a route's pending events leave in as few requests as possible.
                     rx.close();
+                    while let Ok(batch) = rx.try_recv() {
+                        w.accept(batch);
+                    }
+                    intake_open = false;
                 }
             }
             _ = sleep_until_opt(deadline) => break,
@@ -200,12 +206,7 @@ impl Worker {
         }
         if !orphans.is_empty() {
             let seqs: Vec<Seq> = orphans.iter().map(|(s, _, _)| *s).collect();
-            let queue = self.ctx.queue.clone();
-            let records = tokio::task::spawn_blocking(move || queue.read(&seqs))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let records = self.ctx.queue.read_blocking(seqs).await.unwrap_or_default();
             let letters = orphans
                 .iter()
                 .map(|(seq, bytes, tag)| {

@@ -9,6 +9,22 @@ use axum::{
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::IngestError;
+use crate::config::ServerConfig;
+
+/// [`read`] with the server's `max_body_bytes` and `request_timeout_ms`.
+pub async fn read_for(
+    server: &ServerConfig,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<Bytes, IngestError> {
+    read(
+        body,
+        headers,
+        server.max_body_bytes,
+        Duration::from_millis(server.request_timeout_ms),
+    )
+    .await
+}
 
 /// Reads the whole body: 413 past `limit` bytes (checked on `Content-Length` first, then
 /// while reading), 408 when it does not arrive within `timeout`.

@@ -4,7 +4,7 @@
 //! (other top-level keys of that wrapper are shared by its events); any `Content-Type`,
 //! since `sendBeacon` sends `text/plain`. `GET` takes the event's keys in the query string.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
@@ -27,15 +27,7 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let server = &state.config.server;
-    let bytes = match body::read(
-        body,
-        &headers,
-        server.max_body_bytes,
-        Duration::from_millis(server.request_timeout_ms),
-    )
-    .await
-    {
+    let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

@@ -3,7 +3,7 @@
 //! Parsing lives in `gtag_parse` / `mp_parse` (pure); here: HTTP, the server-added keys
 //! (`ip_override`, `user_agent`, `common_cookie`), and the answer.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
@@ -118,15 +118,7 @@ pub async fn gtag_post(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    let server = &state.config.server;
-    let bytes = match body::read(
-        body,
-        &headers,
-        server.max_body_bytes,
-        Duration::from_millis(server.request_timeout_ms),
-    )
-    .await
-    {
+    let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -185,15 +177,7 @@ pub async fn mp_post(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    let server = &state.config.server;
-    let bytes = match body::read(
-        body,
-        &headers,
-        server.max_body_bytes,
-        Duration::from_millis(server.request_timeout_ms),
-    )
-    .await
-    {
+    let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

@@ -292,6 +292,20 @@ impl Queue {
         Ok(out)
     }
 
+    /// [`Queue::read`] on a blocking thread (redb reads do file I/O).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn read_blocking(
+        &self,
+        seqs: Vec<Seq>,
+    ) -> Result<Vec<(Seq, Option<QueuedEvent>)>, QueueError> {
+        let queue = self.clone();
+        tokio::task::spawn_blocking(move || queue.read(&seqs))
+            .await
+            .map_err(storage)?
+    }
+
     /// Deletes delivered events and moves refused ones to the dead letters, in one commit.
     /// `delete` and `dead` carry each event's record size (for the size cap).
     ///
