@@ -28,7 +28,7 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
 
 /// A user_data key that Pinterest wants SHA-256 hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,10 +115,13 @@ pub fn normalize(key: HashedKey, raw: &str) -> Option<String> {
     };
     let out = match key {
         HashedKey::Ph => normalize_phone(&text),
-        // `char::is_alphanumeric` keeps letters of any script, digits and the
-        // combining marks Unicode calls Alphabetic (e.g. Devanagari vowel
-        // signs); marks that are not Alphabetic (e.g. virama U+094D) go too.
-        HashedKey::Ct => text.chars().filter(|c| c.is_alphanumeric()).collect(),
+        // Letters of any script and digits, plus combining marks: after NFC a
+        // mark that remains is part of its letter in that script (Devanagari
+        // virama U+094D, Thai tone marks), so dropping it would change the word.
+        HashedKey::Ct => text
+            .chars()
+            .filter(|c| c.is_alphanumeric() || is_combining_mark(*c))
+            .collect(),
         HashedKey::Ge => normalize_gender(&text)?.to_owned(),
         HashedKey::Db => normalize_date(&text),
         HashedKey::Zp => normalize_zip(&text),
@@ -459,5 +462,20 @@ mod tests {
             c16|ct|"Sa\u0303o Paulo"|3eda1428ae1aece064071f8d40f08fe2bc59ffa66c171a163caf15122ec4d7f0
         "#;
         assert_eq!(run_table(rows), 16);
+    }
+
+    /// Combining marks stay with their letters: "नई दिल्ली" (New Delhi) keeps its virama
+    /// (U+094D) and vowel signs, loses only the space.
+    #[test]
+    fn city_keeps_combining_marks_of_other_scripts() {
+        assert_eq!(
+            normalize(HashedKey::Ct, "नई दिल्ली").as_deref(),
+            Some("नईदिल्ली")
+        );
+        assert!(normalize(HashedKey::Ct, "नई दिल्ली").is_some_and(|t| t.contains('\u{094D}')));
+        assert_eq!(
+            normalize(HashedKey::Ct, "São Paulo!").as_deref(),
+            Some("sãopaulo")
+        );
     }
 }
