@@ -27,6 +27,17 @@ async fn events_sent(mock: &wiremock::MockServer) -> Vec<Value> {
         .collect()
 }
 
+/// Event ids Pinterest received, sorted (separate requests may arrive in either order).
+async fn sorted_ids(mock: &wiremock::MockServer) -> Vec<String> {
+    let mut ids: Vec<String> = events_sent(mock)
+        .await
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
 fn without_time_and_id(mut e: Value) -> Value {
     if let Some(o) = e.as_object_mut() {
         assert!(
@@ -136,13 +147,7 @@ async fn consent_denied_sends_nothing_and_a_trigger_filters() {
         .expect("get");
     assert_eq!(resp.status(), 204);
     server.shutdown().await;
-    let mut ids: Vec<String> = events_sent(&mock)
-        .await
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    // Separate requests may be delivered in either order.
-    ids.sort();
+    let ids = sorted_ids(&mock).await;
     assert_eq!(ids, vec!["OK-1", "OK-2"]);
 }
 
@@ -245,13 +250,7 @@ async fn cors_allowlist_preflight_and_refusal() {
         .expect("get");
     assert_eq!(none.status(), 204);
     server.shutdown().await;
-    let mut ids: Vec<String> = events_sent(&mock)
-        .await
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    // Separate requests may be delivered in either order.
-    ids.sort();
+    let ids = sorted_ids(&mock).await;
     assert_eq!(ids, vec!["c-1", "c-3"]);
 }
 
@@ -382,13 +381,7 @@ async fn configurable_paths_and_ga4_debug_traffic() {
     assert_eq!(beacon.status(), 200);
     let log = server.log.clone();
     server.shutdown().await;
-    let mut ids: Vec<String> = events_sent(&mock)
-        .await
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    // Separate requests may be delivered in either order.
-    ids.sort();
+    let ids = sorted_ids(&mock).await;
     assert_eq!(ids.len(), 3);
     let logged: Vec<(String, String)> = log
         .records()

@@ -11,7 +11,7 @@ use super::{
     Delivery, RouteId,
 };
 use crate::{
-    queue::{now_ms, DeadLetter, DeadReason, Queue, QueuedEvent, Seq},
+    queue::{now_ms, DeadLetter, DeadReason, Queue, QueuedEvent, Seq, Stored},
     tags::{retry_after, BatchVerdict, Destination, EventOutcome, OutboundRequest},
 };
 
@@ -66,13 +66,11 @@ pub(super) async fn deliver(ctx: Arc<SendContext>, batch: Batch) -> Done {
     // Unreadable records go to the dead letters; missing ones were settled already.
     let mut corrupt = Vec::new();
     let mut events: Vec<(Entry, QueuedEvent)> = Vec::with_capacity(records.len());
-    for (seq, rec) in records {
-        let Some(entry) = batch.entries.iter().find(|e| e.seq == seq).copied() else {
-            continue;
-        };
-        match rec {
-            Some(r) => events.push((entry, r)),
-            None => corrupt.push((
+    for (entry, stored) in batch.entries.iter().copied().zip(records) {
+        match stored {
+            Stored::Event(r) => events.push((entry, r)),
+            Stored::Missing => {}
+            Stored::Corrupt => corrupt.push((
                 entry.seq,
                 entry.bytes,
                 dead(
@@ -247,11 +245,13 @@ async fn expire(ctx: &SendContext, mut done: Done) -> Done {
     let records = ctx.queue.read_blocking(seqs).await.unwrap_or_default();
     let letters = old
         .iter()
-        .map(|e| {
-            let record = records
-                .iter()
-                .find(|(s, _)| *s == e.seq)
-                .and_then(|(_, r)| r.clone());
+        .zip(
+            records
+                .into_iter()
+                .map(Stored::event)
+                .chain(std::iter::repeat(None)),
+        )
+        .map(|(e, record)| {
             (
                 e.seq,
                 e.bytes,

@@ -209,8 +209,8 @@ impl Worker {
             let records = self.ctx.queue.read_blocking(seqs).await.unwrap_or_default();
             let letters = orphans
                 .iter()
-                .map(|(seq, bytes, tag)| {
-                    let record = records.iter().find(|(s, _)| s == seq).and_then(|(_, r)| r.clone());
+                .zip(records.into_iter().map(crate::queue::Stored::event).chain(std::iter::repeat(None)))
+                .map(|((seq, bytes, tag), record)| {
                     metrics::counter!("tagbridge_events_dead_lettered_total", "reason" => DeadReason::UnknownTag.as_str()).increment(1);
                     (*seq, *bytes, DeadLetter {
                         reason: DeadReason::UnknownTag,

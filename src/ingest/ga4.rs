@@ -15,7 +15,7 @@ use axum::{
 use serde_json::{Map, Value};
 
 use super::{body, gtag_parse, mp_parse, request_context, with_cookies, AppState};
-use crate::event::EventData;
+use crate::event::{EventData, RequestContext};
 
 /// Cookies copied into `common_cookie` (the first-party ids tags read).
 fn is_common_cookie(name: &str) -> bool {
@@ -50,6 +50,7 @@ fn enrich(
     mut map: Map<String, Value>,
     ip: &str,
     headers: &HeaderMap,
+    req: &RequestContext,
     ua_from_header: bool,
 ) -> EventData {
     map.entry("ip_override")
@@ -62,22 +63,12 @@ fn enrich(
             map.insert("user_agent".into(), Value::String(ua.to_owned()));
         }
     }
-    let mut cookies = Map::new();
-    for (k, v) in headers
-        .get_all(header::COOKIE)
+    let cookies: Map<String, Value> = req
+        .cookies
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| p.split_once('='))
-    {
-        let k = k.trim();
-        if is_common_cookie(k) {
-            cookies.insert(
-                k.to_owned(),
-                Value::String(v.trim().trim_matches('"').to_owned()),
-            );
-        }
-    }
+        .filter(|(k, _)| is_common_cookie(k))
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     if !cookies.is_empty() {
         map.insert("common_cookie".into(), Value::Object(cookies));
     }
@@ -93,9 +84,12 @@ fn enrich(
     EventData::new(map)
 }
 
-async fn run_and_answer(state: &AppState, headers: &HeaderMap, events: Vec<EventData>) -> Response {
-    let req = request_context(headers, None);
-    match state.pipeline.run(events, &req).await {
+async fn run_and_answer(
+    state: &AppState,
+    req: &RequestContext,
+    events: Vec<EventData>,
+) -> Response {
+    match state.pipeline.run(events, req).await {
         // GA4 clients read nothing: an empty 204, with the cookies tags set.
         Ok((_, cookies)) => with_cookies(StatusCode::NO_CONTENT.into_response(), &cookies),
         Err(e) => e.into_response(),
@@ -141,13 +135,14 @@ async fn gtag(
         metrics::counter!("tagbridge_ingest_skipped_lines_total")
             .increment(parsed.skipped_lines as u64);
     }
+    let req = request_context(headers, None);
     let ip = state.client_ip.resolve(peer.ip(), headers).to_string();
     let events = parsed
         .events
         .into_iter()
-        .map(|m| enrich(m, &ip, headers, true))
+        .map(|m| enrich(m, &ip, headers, &req, true))
         .collect();
-    run_and_answer(state, headers, events).await
+    run_and_answer(state, &req, events).await
 }
 
 /// Whether the caller presented the configured ingest key (`X-Tagbridge-Key` header, or
@@ -186,6 +181,7 @@ pub async fn mp_post(
         Ok(p) => p,
         Err(e) => return mp_error(e),
     };
+    let req = request_context(&headers, None);
     let ip = parsed
         .ip_override
         .clone()
@@ -194,7 +190,7 @@ pub async fn mp_post(
     let events = parsed
         .events
         .into_iter()
-        .map(|m| enrich(m, &ip, &headers, false))
+        .map(|m| enrich(m, &ip, &headers, &req, false))
         .collect();
-    run_and_answer(&state, &headers, events).await
+    run_and_answer(&state, &req, events).await
 }

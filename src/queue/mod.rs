@@ -82,6 +82,26 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the queue holds under a sequence number.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    Event(QueuedEvent),
+    /// Present but undecodable.
+    Corrupt,
+    /// Not (or no longer) in the queue: settled already.
+    Missing,
+}
+
+impl Stored {
+    /// The event, if it could be read.
+    pub fn event(self) -> Option<QueuedEvent> {
+        match self {
+            Stored::Event(e) => Some(e),
+            Stored::Corrupt | Stored::Missing => None,
+        }
+    }
+}
+
 /// A pending event as the dispatcher's index knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -276,30 +296,31 @@ impl Queue {
         }
     }
 
-    /// Reads records (missing ones are skipped; unreadable ones come back as `None`).
+    /// Reads records: one [`Stored`] per requested sequence, in the same order, so callers
+    /// zip the answer with what they asked for.
     ///
     /// # Errors
     /// Storage errors.
-    pub fn read(&self, seqs: &[Seq]) -> Result<Vec<(Seq, Option<QueuedEvent>)>, QueueError> {
+    pub fn read(&self, seqs: &[Seq]) -> Result<Vec<Stored>, QueueError> {
         let rx = self.inner.db.begin_read().map_err(storage)?;
         let table = rx.open_table(EVENTS).map_err(storage)?;
-        let mut out = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
-            if let Some(v) = table.get(seq).map_err(storage)? {
-                out.push((seq, QueuedEvent::decode(v.value())));
-            }
-        }
-        Ok(out)
+        seqs.iter()
+            .map(|&seq| {
+                Ok(match table.get(seq).map_err(storage)? {
+                    None => Stored::Missing,
+                    Some(v) => {
+                        QueuedEvent::decode(v.value()).map_or(Stored::Corrupt, Stored::Event)
+                    }
+                })
+            })
+            .collect()
     }
 
     /// [`Queue::read`] on a blocking thread (redb reads do file I/O).
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn read_blocking(
-        &self,
-        seqs: Vec<Seq>,
-    ) -> Result<Vec<(Seq, Option<QueuedEvent>)>, QueueError> {
+    pub async fn read_blocking(&self, seqs: Vec<Seq>) -> Result<Vec<Stored>, QueueError> {
         let queue = self.clone();
         tokio::task::spawn_blocking(move || queue.read(&seqs))
             .await
