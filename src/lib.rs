@@ -26,6 +26,7 @@ pub mod event;
 pub mod ingest;
 pub mod queue;
 pub mod server;
+pub mod support;
 pub mod tags;
 pub mod telemetry;
 

@@ -7,8 +7,6 @@
 
 mod expand;
 mod overrides;
-mod secret;
-pub(crate) mod stringish;
 
 use std::{collections::HashSet, fmt, net::SocketAddr, path::PathBuf};
 
@@ -16,28 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::tags::TagConfig;
 
-pub use secret::Secret;
+pub use crate::support::{ConfigError, Secret};
 
 /// Prefix of environment overrides: `TAGBRIDGE__DISPATCH__BATCH_MAX_EVENTS=500`.
 pub const ENV_PREFIX: &str = "TAGBRIDGE";
-
-/// A configuration problem, reported as one line: `path: problem`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigError {
-    /// Dotted key path (`tags[0].advertiser_id`), or the file name for file-level problems.
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// The whole configuration tree.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

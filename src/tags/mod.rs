@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::{
-    config::ConfigError,
+    support::ConfigError,
     event::{EventData, RequestContext},
 };
 
@@ -208,7 +208,7 @@ impl LogMode {
 impl<'de> Deserialize<'de> for LogMode {
     /// `no` | `debug` | `always`; also YAML 1.1 booleans (`no` may arrive as `false`).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = crate::config::stringish::deserialize(d)?;
+        let text = crate::support::stringish::deserialize(d)?;
         match text.trim().to_ascii_lowercase().as_str() {
             "no" | "false" | "off" | "never" => Ok(LogMode::No),
             "debug" => Ok(LogMode::Debug),
@@ -242,7 +242,7 @@ pub trait Destination: Send + Sync + fmt::Debug {
 pub struct RouteKey {
     pub kind: &'static str,
     pub url: String,
-    pub credential: crate::config::Secret,
+    pub credential: crate::support::Secret,
 }
 
 /// An HTTP request built by a destination. Headers may hold credentials: never log them.

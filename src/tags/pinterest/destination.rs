@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::settings::PinterestSettings;
 use crate::{
-    config::Secret,
+    support::Secret,
     tags::{BatchVerdict, Destination, EventOutcome, OutboundRequest, RouteKey},
 };
 

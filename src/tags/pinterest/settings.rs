@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::names;
 use crate::{
-    config::{stringish, ConfigError, Secret},
+    support::{stringish, ConfigError, Secret},
     tags::LogMode,
 };
 
