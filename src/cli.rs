@@ -178,9 +178,8 @@ fn serve(path: &Path) -> ExitCode {
     crate::telemetry::init(&config.logging);
     report_warnings(&report, |w| tracing::warn!(warning = %w, "Config warning."));
     for tc in &config.tags {
-        let crate::tags::TagConfig::Pinterest(s) = tc;
-        if s.is_dry_run() {
-            tracing::warn!(tag = %s.name, "Tag is in dry run (no access token or dry_run: true): events are mapped and logged, not sent.");
+        if tc.is_dry_run() {
+            tracing::warn!(tag = %tc.name(), "Tag is in dry run (no access token or dry_run: true): events are mapped and logged, not sent.");
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -318,12 +317,8 @@ pub fn map_event(config: &Config, event: &EventData, only: Option<&str>) -> Resu
         match result.decision {
             TagDecision::Send(ob) | TagDecision::DryRun(ob) => {
                 entry["decision"] = json!(if dry_run { "dry_run" } else { "send" });
-                entry["request"] = json!({
-                    "method": "POST",
-                    "url": dest.url(),
-                    "headers": {"authorization": "Bearer ***", "content-type": "application/json"},
-                    "body": {"data": [ob.event]},
-                });
+                let raw = serde_json::value::to_raw_value(&ob.event).unwrap_or_default();
+                entry["request"] = dest.preview(&[&raw]);
             }
             TagDecision::Skip(reason) => {
                 entry["decision"] = json!("skip");

@@ -21,9 +21,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod destination;
 pub mod dispatch;
 pub mod event;
+pub mod health;
 pub mod ingest;
+pub mod pipeline;
 pub mod queue;
 pub mod server;
 pub mod support;

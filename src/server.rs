@@ -1,10 +1,15 @@
-//! Wiring: config → tags, routes, dispatcher, router; serve until shutdown; drain.
+//! Wiring: config → tags, routes, queue, dispatcher, router; serve until shutdown; drain.
+//!
+//! Shutdown order (each step bounded by `dispatch.drain_s` from the signal): stop
+//! accepting (`/readyz` 503), finish in-flight requests, send everything pending, close the
+//! queue (a last sync). A component that cannot go on (see [`crate::health`]) triggers the
+//! same shutdown and makes [`run`] return [`RunError::Fatal`].
 
 use std::{
     collections::HashMap,
     future::Future,
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -12,22 +17,32 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     config::Config,
-    dispatch::{self, DispatchSetup, DrainReport, RequestLog, StdoutLog},
-    ingest::{self, AppState, ClientIpResolver, Pipeline, TagSlot},
-    queue::Queue,
-    tags::{Destination, RouteKey},
+    destination::{Destination, RouteKey},
+    dispatch::{
+        self, DeliveryObserver, DispatchSetup, DrainReport, NoObserver, RequestLog, StdoutLog,
+    },
+    health::Health,
+    ingest::{self, AppState, ClientIpResolver},
+    pipeline::{Pipeline, TagSlot},
+    queue::{storage::Storage, Queue, QueueError},
 };
 
 /// Injected dependencies (tests swap them).
 pub struct Services {
     /// Where outgoing request/response records go (stdout by default).
     pub request_log: Arc<dyn RequestLog>,
+    /// The queue's storage instead of `queue.path` (tests inject faults this way).
+    pub storage: Option<Arc<dyn Storage>>,
+    /// Receives delivery events (the debug page).
+    pub observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Default for Services {
     fn default() -> Self {
         Self {
             request_log: Arc::new(StdoutLog),
+            storage: None,
+            observer: None,
         }
     }
 }
@@ -37,9 +52,12 @@ pub enum RunError {
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
     #[error("cannot open the queue: {0}")]
-    Queue(#[from] crate::queue::QueueError),
+    Queue(#[from] QueueError),
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
+    /// A component failed for good; the gateway drained and stopped.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// Builds the tags and their dispatch routes: tags whose destinations have the same
@@ -60,12 +78,37 @@ pub fn build_tags(config: &Config) -> (Vec<TagSlot>, Vec<Arc<dyn Destination>>) 
     (slots, routes)
 }
 
-/// Runs the gateway on `listener` until `shutdown` resolves, then drains: stop accepting
-/// (readyz 503), finish in-flight requests, send everything pending, all within
-/// `dispatch.drain_s` of the signal.
+/// Opens the queue of `config` (or on `storage`), off the async threads.
+async fn open_queue(
+    config: &Config,
+    storage: Option<Arc<dyn Storage>>,
+    tag_routes: HashMap<String, usize>,
+    routes: usize,
+) -> Result<Queue, QueueError> {
+    let path = config.queue.path.clone();
+    let opts = config.queue.options();
+    tokio::task::spawn_blocking(move || {
+        let route_of = |tag: &str| tag_routes.get(tag).copied();
+        let (queue, report) = match storage {
+            Some(s) => Queue::open(s, None, opts, routes, &route_of)?,
+            None => Queue::open_path(&path, opts, routes, &route_of)?,
+        };
+        for file in &report.corrupt_files {
+            tracing::error!(file = %file, "A damaged queue file was moved aside; its intact events were re-queued.");
+        }
+        Ok(queue)
+    })
+    .await
+    .map_err(|e| QueueError::Storage(e.to_string()))?
+}
+
+/// Runs the gateway on `listener` until `shutdown` resolves (or a component fails for
+/// good), then drains: stop accepting (readyz 503), finish in-flight requests, send
+/// everything pending, all within `dispatch.drain_s` of the signal.
 ///
 /// # Errors
-/// When the HTTP client cannot be built or the server fails.
+/// When the HTTP client or the queue cannot be set up, the server fails, or a component
+/// failed for good ([`RunError::Fatal`], after the drain).
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -75,26 +118,21 @@ pub async fn run(
     let config = Arc::new(config);
     let client =
         dispatch::http_client(&config.dispatch).map_err(|e| RunError::HttpClient(e.to_string()))?;
-    let (queue, recovered) = {
-        let path = config.queue.path.clone();
-        let max = config.queue.max_bytes;
-        tokio::task::spawn_blocking(move || Queue::open(&path, max))
-            .await
-            .map_err(|e| RunError::Queue(crate::queue::QueueError::Storage(e.to_string())))??
-    };
     let (tags, routes) = build_tags(&config);
-    let tag_routes = tags
+    let tag_routes: HashMap<String, usize> = tags
         .iter()
         .map(|s| (s.tag.name().to_owned(), s.route))
         .collect();
-    let (handle, control) = dispatch::spawn(DispatchSetup {
+    let queue = open_queue(&config, services.storage, tag_routes, routes.len()).await?;
+    let health = Arc::new(Health::default());
+    let control = dispatch::spawn(DispatchSetup {
         routes,
-        tag_routes,
         queue: queue.clone(),
-        recovered,
         config: config.dispatch.clone(),
         log: services.request_log.clone(),
         client,
+        observer: services.observer.unwrap_or_else(|| Arc::new(NoObserver)),
+        health: health.clone(),
     });
     let reply_timeout = Duration::from_millis(
         config.dispatch.timeout_ms + config.dispatch.batch_max_wait_ms + 1_000,
@@ -106,26 +144,32 @@ pub async fn run(
         ),
         pipeline: Pipeline {
             tags,
-            queue,
-            dispatch: handle,
+            queue: queue.clone(),
             log: services.request_log,
             reply_timeout,
         },
-        draining: Default::default(),
+        health: health.clone(),
         config: config.clone(),
     });
 
+    // The signal, or a fatal component, starts the shutdown.
     let (signal_tx, mut signal_rx) = watch::channel(None::<Instant>);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = signal_tx.send(Some(Instant::now()));
-    });
+    {
+        let health = health.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = health.fatal_signalled() => {}
+            }
+            let _ = signal_tx.send(Some(Instant::now()));
+        });
+    }
     let mut graceful = signal_rx.clone();
-    let flag = state.clone();
+    let flag = health.clone();
     let app = ingest::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = graceful.wait_for(Option::is_some).await;
-        flag.draining.store(true, Ordering::Release);
+        flag.set_draining();
         tracing::info!("Shutdown signal: no longer accepting requests; draining.");
     });
     let server = tokio::spawn(async move { server.await });
@@ -143,6 +187,15 @@ pub async fn run(
         Err(_) => tracing::warn!("In-flight requests did not finish before the drain deadline."),
     }
     let report = control.drain(deadline).await;
+    let closing = queue.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::task::spawn_blocking(move || closing.close()),
+    )
+    .await;
     tracing::info!(left_in_queue = report.left_in_queue, "Drain finished.");
-    Ok(report)
+    match health.fatal() {
+        Some(reason) => Err(RunError::Fatal(reason)),
+        None => Ok(report),
+    }
 }

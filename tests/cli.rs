@@ -138,7 +138,8 @@ fn queue_stats_on_a_fresh_queue() {
     let stats: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(
         stats,
-        json!({"depth": 0, "bytes": 0, "oldest_age_s": null, "dead_letters": 0, "dead_by_reason": {}})
+        json!({"depth": 0, "bytes": 0, "oldest_age_s": null, "dead_letters": 0, "dead_by_reason": {},
+               "dead_letter_bytes": 0, "dead_letters_evicted": 0, "disk_bytes": 0})
     );
     let out = tagbridge(&["queue", "replay-dead", "--config", "c.yaml"], dir.path());
     assert!(

@@ -93,10 +93,20 @@ impl Default for PathsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Directory of the queue (default `./data/queue`).
+    /// Directory of the queue (default `./data/queue`; `":memory:"` for tests, not durable).
     pub path: PathBuf,
-    /// Size cap in bytes (default 1 GiB); when full, new events get 503, never a silent drop.
+    /// Cap on pending event bytes (default 1 GiB); when full, new events get 503, never a
+    /// silent drop.
     pub max_bytes: u64,
+    /// Cap on dead-letter bytes (default 256 MiB); the oldest are evicted first, counted.
+    pub dead_letter_max_bytes: u64,
+    /// New events get 503 while the queue's volume has less free space than this
+    /// (default 64 MiB), so acks and dead letters always have room.
+    pub min_free_bytes: u64,
+    /// `0` (default): a request is answered after its events were `fdatasync`ed (survives
+    /// power loss). `N > 0`: answered once the write reached the OS (survives `kill -9`),
+    /// synced every N ms (a power loss can cost the last N ms).
+    pub sync_interval_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -104,7 +114,21 @@ impl Default for QueueConfig {
         Self {
             path: PathBuf::from("./data/queue"),
             max_bytes: 1 << 30,
+            dead_letter_max_bytes: 256 << 20,
+            min_free_bytes: 64 << 20,
+            sync_interval_ms: 0,
         }
+    }
+}
+
+impl QueueConfig {
+    /// The queue's open options.
+    pub fn options(&self) -> crate::queue::QueueOptions {
+        let mut o = crate::queue::QueueOptions::new(self.max_bytes, self.dead_letter_max_bytes);
+        o.min_free_bytes = self.min_free_bytes;
+        o.sync_interval = (self.sync_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.sync_interval_ms));
+        o
     }
 }
 
@@ -112,7 +136,8 @@ impl Default for QueueConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
-    /// Events per request, at most 1000 (Pinterest's limit; default 1000).
+    /// Events per request (default 1000); each destination caps it at its own limit
+    /// (Pinterest: 1000).
     pub batch_max_events: usize,
     /// Longest time an event waits for its batch to fill (default 1000 ms).
     pub batch_max_wait_ms: u64,
@@ -354,14 +379,21 @@ impl Config {
             }
         }
         let d = &self.dispatch;
-        if d.batch_max_events == 0 || d.batch_max_events > 1000 {
-            return Err(ConfigError::new(
-                "dispatch.batch_max_events",
-                format!(
-                    "must be 1..=1000 (Pinterest's limit), got {}",
-                    d.batch_max_events
-                ),
-            ));
+        if d.batch_max_events == 0 {
+            return Err(ConfigError::new("dispatch.batch_max_events", "must be > 0"));
+        }
+        for (i, tag) in self.tags.iter().enumerate() {
+            let limit = tag.max_batch_events();
+            if d.batch_max_events > limit {
+                return Err(ConfigError::new(
+                    "dispatch.batch_max_events",
+                    format!(
+                        "must be at most {limit} (the limit of tags[{i}], a {} tag), got {}",
+                        tag.kind(),
+                        d.batch_max_events
+                    ),
+                ));
+            }
         }
         if d.concurrency == 0 {
             return Err(ConfigError::new("dispatch.concurrency", "must be > 0"));
@@ -375,8 +407,35 @@ impl Config {
                 "needs 0 < initial_ms <= max_ms",
             ));
         }
-        if self.queue.max_bytes == 0 {
-            return Err(ConfigError::new("queue.max_bytes", "must be > 0"));
+        if d.retry.max_ms > 86_400_000 {
+            return Err(ConfigError::new(
+                "dispatch.retry.max_ms",
+                "must be at most 86400000 (one day)",
+            ));
+        }
+        if d.timeout_ms > 600_000 || d.batch_max_wait_ms > 600_000 || d.drain_s > 3_600 {
+            return Err(ConfigError::new(
+                "dispatch",
+                "timeout_ms and batch_max_wait_ms must be at most 600000, drain_s at most 3600",
+            ));
+        }
+        if self.queue.max_bytes < 1 << 20 {
+            return Err(ConfigError::new(
+                "queue.max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.queue.dead_letter_max_bytes < 1 << 20 {
+            return Err(ConfigError::new(
+                "queue.dead_letter_max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.queue.sync_interval_ms > 60_000 {
+            return Err(ConfigError::new(
+                "queue.sync_interval_ms",
+                "must be at most 60000 (a minute of events at risk on power loss)",
+            ));
         }
         if self.logging.level.trim().is_empty()
             || tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err()

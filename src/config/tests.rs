@@ -64,7 +64,13 @@ fn default_tree() -> Value {
             "paths": {"gtag": "/g/collect", "mp": "/mp/collect", "data": "/data"},
             "ingest_key": ""
         },
-        "queue": {"path": "./data/queue", "max_bytes": 1_073_741_824_u64},
+        "queue": {
+            "path": "./data/queue",
+            "max_bytes": 1_073_741_824_u64,
+            "dead_letter_max_bytes": 268_435_456_u64,
+            "min_free_bytes": 67_108_864_u64,
+            "sync_interval_ms": 0
+        },
         "dispatch": {
             "batch_max_events": 1000,
             "batch_max_wait_ms": 1000,
@@ -284,10 +290,10 @@ fn env_overrides_apply_to_an_empty_file_and_are_validated() {
     assert!(config.debug.enabled);
     assert_eq!(config.logging.level, "debug");
 
-    let err = load_env("", &[("TAGBRIDGE__DISPATCH__BATCH_MAX_EVENTS", "1001")]).unwrap_err();
+    let err = load_env(TAG, &[("TAGBRIDGE__DISPATCH__BATCH_MAX_EVENTS", "1001")]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "dispatch.batch_max_events: must be 1..=1000 (Pinterest's limit), got 1001"
+        "dispatch.batch_max_events: must be at most 1000 (the limit of tags[0], a pinterest tag), got 1001"
     );
     let err = load_env("", &[("TAGBRIDGE__SERVER__NOPE", "1")]).unwrap_err();
     assert_eq!(
@@ -618,12 +624,14 @@ fn empty_tag_name() {
 fn batch_max_events_bounds() {
     assert_eq!(
         error("dispatch:\n  batch_max_events: 0\n"),
-        "dispatch.batch_max_events: must be 1..=1000 (Pinterest's limit), got 0"
+        "dispatch.batch_max_events: must be > 0"
     );
     assert_eq!(
-        error("dispatch:\n  batch_max_events: 1001\n"),
-        "dispatch.batch_max_events: must be 1..=1000 (Pinterest's limit), got 1001"
+        error(&format!("{TAG}dispatch:\n  batch_max_events: 1001\n")),
+        "dispatch.batch_max_events: must be at most 1000 (the limit of tags[0], a pinterest tag), got 1001"
     );
+    // Without tags nothing limits it.
+    assert!(load("dispatch:\n  batch_max_events: 5000\n").is_ok());
     for ok in [1, 1000] {
         let (config, _) = load(&format!("dispatch:\n  batch_max_events: {ok}\n")).unwrap();
         assert_eq!(config.dispatch.batch_max_events, ok);

@@ -13,11 +13,20 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(config: &RetryConfig) -> Self {
+    pub fn new(initial_ms: u64, max_ms: u64) -> Self {
         Self {
-            initial_ms: config.initial_ms.max(1),
-            max_ms: config.max_ms.max(config.initial_ms.max(1)),
+            initial_ms: initial_ms.max(1),
+            max_ms: max_ms.max(initial_ms.max(1)),
         }
+    }
+
+    pub fn from_config(config: &RetryConfig) -> Self {
+        Self::new(config.initial_ms, config.max_ms)
+    }
+
+    /// The longest delay: `Retry-After` hints are capped here too.
+    pub fn max(&self) -> Duration {
+        Duration::from_millis(self.max_ms)
     }
 
     /// The cap for retry number `attempt` (0-based): `min(max, initial * 2^attempt)`.
@@ -26,7 +35,9 @@ impl Backoff {
         Duration::from_millis(self.initial_ms.saturating_mul(factor).min(self.max_ms))
     }
 
-    /// A delay drawn uniformly from `[0, ceiling(attempt)]`; a `Retry-After` hint is a floor.
+    /// A delay drawn uniformly from `[0, ceiling(attempt)]`; a `Retry-After` hint is a floor,
+    /// itself capped at the maximum (a hostile or broken `Retry-After: 18446744073709551615`
+    /// must not stop a route for good).
     pub fn delay(
         &self,
         attempt: u32,
@@ -36,7 +47,7 @@ impl Backoff {
         let ceiling = self.ceiling(attempt).as_millis() as u64;
         let jittered = Duration::from_millis(rng.random_range(0..=ceiling));
         match retry_after {
-            Some(floor) => jittered.max(floor),
+            Some(floor) => jittered.max(floor.min(self.max())),
             None => jittered,
         }
     }
@@ -48,7 +59,7 @@ mod tests {
 
     #[test]
     fn ceiling_doubles_then_caps() {
-        let b = Backoff::new(&RetryConfig {
+        let b = Backoff::from_config(&RetryConfig {
             initial_ms: 500,
             max_ms: 60_000,
             give_up_after_s: 10,
@@ -63,11 +74,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_in_range_and_honours_retry_after() {
-        let b = Backoff::new(&RetryConfig {
-            initial_ms: 100,
-            max_ms: 1_000,
-            give_up_after_s: 10,
-        });
+        let b = Backoff::new(100, 1_000);
         let mut rng = rand::rng();
         let mut seen_low = false;
         let mut seen_high = false;
@@ -79,8 +86,11 @@ mod tests {
         }
         assert!(seen_low && seen_high, "full jitter covers the range");
         for _ in 0..100 {
-            let d = b.delay(0, Some(Duration::from_secs(3)), &mut rng);
-            assert!(d >= Duration::from_secs(3));
+            let d = b.delay(0, Some(Duration::from_millis(700)), &mut rng);
+            assert!(d >= Duration::from_millis(700));
+            // Retry-After beyond the maximum is capped at it.
+            let d = b.delay(0, Some(Duration::from_secs(u64::MAX)), &mut rng);
+            assert_eq!(d, Duration::from_millis(1_000));
         }
     }
 }

@@ -1,93 +1,98 @@
-//! Dispatch: reads the durable queue per destination route, batches, delivers, settles.
+//! Dispatch: leases events from the durable queue per destination route, batches them,
+//! delivers them, and settles the outcome back into the queue.
 //!
-//! Input: [`Enqueued`] notices from ingest (events already durable in the queue) and, at
-//! start-up, whatever the queue still holds. Output: HTTP requests to destinations, queue
-//! deletions and dead letters, per-event outcomes for `wait_for_response` callers, and
-//! request/response log records in stape's format.
+//! Input: the [`Queue`] (events already durable) and the routes' [`Destination`]s. Output:
+//! HTTP requests, queue acks and dead letters, outcomes for `wait_for_response` callers
+//! (through the queue), request/response log records in stape's format, and
+//! [`DeliveryEvent`]s for the debug page.
 //!
 //! Guarantees:
 //! - Events of one route (same endpoint and credential) share requests, at most
-//!   `batch_max_events` (≤ 1000) each; a batch leaves when full or `batch_max_wait_ms` after
-//!   its oldest event became pending. Events of different routes never share a request.
-//! - At most `concurrency` requests in flight per route, and at most
-//!   [`CALLS_PER_MINUTE`] calls per ad account (Pinterest's limit), retries included.
-//! - An event is deleted only after the destination's 2xx (or moved to the dead letters in
-//!   the same commit when refused for good). 429 (not spam), 5xx, timeouts and connection
-//!   errors put the batch back and back off the whole route (full jitter, `Retry-After`
-//!   honoured); events older than `give_up_after_s` are dead-lettered. A failing route never
-//!   delays another route.
-//! - Drain: intake stops, everything pending is sent at once, and sending stops at the
-//!   deadline; what is left stays in the queue for the next start.
+//!   `min(batch_max_events, destination limit)` events and the destination's byte cap; a
+//!   batch leaves when full or `batch_max_wait_ms` after its oldest event became pending.
+//!   Routes never share a request.
+//! - At most `concurrency` requests in flight per route, and at most the destination's
+//!   calls per minute per account (retries and splits included).
+//! - An event is acked only after the destination's 2xx, or dead-lettered (written first,
+//!   then acked) when refused for good. A batch refused for its payload is split in halves
+//!   until the refused events are isolated: only those are dead-lettered. 429 (not spam),
+//!   5xx, timeouts and connection errors release the batch and back off the whole route
+//!   (full jitter, `Retry-After` honoured up to `retry.max_ms`); a refused credential pauses
+//!   the route for `retry.max_ms`. Events older than `give_up_after_s` are dead-lettered.
+//! - Supervision: a delivery task that panics has its batch released and the route backs
+//!   off; the dispatcher loop itself is restarted with backoff after a panic (leases
+//!   released), and declared fatal after repeated failures (the process exits non-zero).
+//! - Drain: everything pending is due at once; sending stops at the deadline; what is left
+//!   stays in the queue for the next start.
 
 mod backoff;
+mod deliver;
 pub(crate) mod request_log;
-mod send;
 mod worker;
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 pub use backoff::Backoff;
 pub use request_log::{MemoryLog, RequestLog, StdoutLog};
 
 use crate::{
     config::DispatchConfig,
-    queue::{Pending, Queue, Seq},
-    tags::Destination,
+    destination::Destination,
+    health::{Health, TaskState},
+    queue::{DeadReason, Queue},
 };
 
-/// Index of a route in the dispatcher's route table.
-pub type RouteId = usize;
-
-/// Pinterest's documented rate limit per ad account.
-pub const CALLS_PER_MINUTE: u32 = 5_000;
-
-/// An event that is durable in the queue and ready for its route.
-#[derive(Debug)]
-pub struct Enqueued {
-    pub route: RouteId,
-    pub seq: Seq,
-    /// Record size in the queue (for the size cap).
-    pub bytes: u64,
-    pub received_ms: u64,
-    /// Set for `wait_for_response` tags: receives the event's outcome.
-    pub reply: Option<oneshot::Sender<Delivery>>,
+/// Something that happened to events on their way out (the debug page records them).
+#[derive(Debug, Clone, Copy)]
+pub enum DeliveryEvent<'a> {
+    /// A request carrying the events left.
+    Request {
+        url: &'a str,
+        batch_size: usize,
+        attempt: u32,
+    },
+    /// The destination's answer for an event (`status` `None`: no answer, transport error).
+    Response {
+        status: Option<u16>,
+        event_status: Option<&'a str>,
+        message: Option<&'a str>,
+    },
+    /// The events go back to the queue and are retried after `retry_in`.
+    Retry { reason: &'a str, retry_in: Duration },
+    DeadLetter {
+        reason: DeadReason,
+        message: &'a str,
+    },
 }
 
-/// The outcome of one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// The destination accepted it.
-    Sent,
-    /// The destination refused it for good (dead-lettered); the text says why.
-    Failed(String),
+/// Receives [`DeliveryEvent`]s by event sequence number.
+pub trait DeliveryObserver: Send + Sync {
+    fn observe(&self, seqs: &[u64], event: DeliveryEvent<'_>);
 }
 
-/// The ingest side of the dispatcher. Cheap to clone.
-#[derive(Clone)]
-pub struct DispatchHandle {
-    tx: mpsc::UnboundedSender<Vec<Enqueued>>,
+/// Observes nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl DeliveryObserver for NoObserver {
+    fn observe(&self, _: &[u64], _: DeliveryEvent<'_>) {}
 }
 
-impl DispatchHandle {
-    /// Tells the dispatcher about events just committed to the queue. If the dispatcher is
-    /// draining they stay in the queue and go out on the next start.
-    pub fn notify(&self, events: Vec<Enqueued>) {
-        if !events.is_empty() {
-            let _ = self.tx.send(events);
-        }
-    }
-}
-
-/// Controls a running dispatcher: start the drain, wait for it to finish.
-pub struct DispatchControl {
-    drain: watch::Sender<Option<Instant>>,
-    task: tokio::task::JoinHandle<DrainReport>,
+/// Everything the dispatcher is built from.
+pub struct DispatchSetup {
+    /// Route id → its destination (the queue's route ids).
+    pub routes: Vec<Arc<dyn Destination>>,
+    pub queue: Queue,
+    pub config: DispatchConfig,
+    pub log: Arc<dyn RequestLog>,
+    pub client: reqwest::Client,
+    pub observer: Arc<dyn DeliveryObserver>,
+    pub health: Arc<Health>,
 }
 
 /// What the drain achieved.
@@ -97,40 +102,90 @@ pub struct DrainReport {
     pub left_in_queue: usize,
 }
 
+/// Controls a running dispatcher: start the drain, wait for it to finish.
+pub struct DispatchControl {
+    drain: watch::Sender<Option<Instant>>,
+    task: tokio::task::JoinHandle<DrainReport>,
+    queue: Queue,
+}
+
 impl DispatchControl {
-    /// Stops intake, sends everything pending, and returns once all is settled or `deadline`
+    /// Sends everything pending at once and returns once all is settled or `deadline`
     /// passed.
     pub async fn drain(self, deadline: Instant) -> DrainReport {
         let _ = self.drain.send(Some(deadline));
-        self.task.await.unwrap_or_default()
+        let grace = tokio::time::Instant::from_std(deadline) + Duration::from_millis(500);
+        match tokio::time::timeout_at(grace, self.task).await {
+            Ok(Ok(report)) => report,
+            _ => DrainReport {
+                left_in_queue: self.queue.depth(),
+            },
+        }
     }
 }
 
-/// Everything the dispatcher is built from.
-pub struct DispatchSetup {
-    pub routes: Vec<Arc<dyn Destination>>,
-    /// Tag name → route, to place events found in the queue at start-up.
-    pub tag_routes: HashMap<String, RouteId>,
-    pub queue: Queue,
-    /// What the queue held at start-up.
-    pub recovered: Vec<Pending>,
-    pub config: DispatchConfig,
-    pub log: Arc<dyn RequestLog>,
-    pub client: reqwest::Client,
+/// Restarts within this window count towards giving up.
+const RESTART_WINDOW: Duration = Duration::from_secs(300);
+/// Restarts within the window after which the dispatcher is declared fatal.
+const MAX_RESTARTS: usize = 5;
+
+/// Starts the dispatcher under its supervisor.
+pub fn spawn(setup: DispatchSetup) -> DispatchControl {
+    let (drain_tx, drain_rx) = watch::channel(None);
+    let queue = setup.queue.clone();
+    let task = tokio::spawn(supervise(Arc::new(setup), drain_rx));
+    DispatchControl {
+        drain: drain_tx,
+        task,
+        queue,
+    }
 }
 
-/// Starts the dispatcher task.
-pub fn spawn(setup: DispatchSetup) -> (DispatchHandle, DispatchControl) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (drain_tx, drain_rx) = watch::channel(None);
-    let task = tokio::spawn(worker::run(setup, rx, drain_rx));
-    (
-        DispatchHandle { tx },
-        DispatchControl {
-            drain: drain_tx,
-            task,
-        },
-    )
+async fn supervise(
+    setup: Arc<DispatchSetup>,
+    drain: watch::Receiver<Option<Instant>>,
+) -> DrainReport {
+    let mut restarts: Vec<Instant> = Vec::new();
+    let backoff = Backoff::new(100, 10_000);
+    loop {
+        setup.health.set_dispatcher(TaskState::Running);
+        let run = tokio::spawn(worker::run(setup.clone(), drain.clone()));
+        match run.await {
+            Ok(report) => return report,
+            Err(e) => {
+                let now = Instant::now();
+                restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+                restarts.push(now);
+                metrics::counter!("tagbridge_task_restarts_total", "task" => "dispatcher")
+                    .increment(1);
+                let what = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                if restarts.len() > MAX_RESTARTS {
+                    setup.health.set_dispatcher(TaskState::Failed);
+                    setup.health.set_fatal(format!(
+                        "the dispatcher {what} {} times within {} s",
+                        restarts.len(),
+                        RESTART_WINDOW.as_secs()
+                    ));
+                    return DrainReport {
+                        left_in_queue: setup.queue.depth(),
+                    };
+                }
+                setup.health.set_dispatcher(TaskState::Restarting);
+                let delay = backoff.ceiling(restarts.len() as u32 - 1);
+                tracing::error!(
+                    restart_in_ms = delay.as_millis() as u64,
+                    "The dispatcher {what}; restarting it (its batches go back to the queue)."
+                );
+                // Deliveries of the dead loop were aborted with it: their events are pending again.
+                setup.queue.release_all();
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }
 
 /// The HTTP client every destination shares: built once, rustls, no proxies from the

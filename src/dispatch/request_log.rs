@@ -1,10 +1,13 @@
 //! Outgoing request/response log records, one JSON line each, with the field names of
-//! stape's logs (`pinterest-tag.md` §8), so existing log queries keep working.
+//! stape's logs (`Name`, `Type`, `TraceId`, `EventName`, `RequestMethod`, `RequestUrl`,
+//! `RequestBody`, `ResponseStatusCode`, `ResponseHeaders`, `ResponseBody`), so existing log
+//! queries keep working.
 //!
 //! One record pair per event (stape sends one event per request; here a request carries a
-//! batch, so `RequestBody` holds this event as `{"data": [event]}` and `BatchSize` tells how
-//! many events the real request carried). Credentials are never part of a record: the URL
-//! has none and headers of the outgoing request are not logged.
+//! batch, so `RequestBody` is the destination's request preview for this event alone and
+//! `BatchSize` tells how many events the real request carried). Credentials are never part
+//! of a record: the URL has none and the preview masks them. A record is at most
+//! [`MAX_RECORD_BYTES`]: a longer body is replaced by its clipped text.
 
 use std::{
     io::Write,
@@ -13,7 +16,10 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::queue::EventBody;
+use crate::{destination::Destination, queue::StoredEvent};
+
+/// Longest body kept in a record; longer ones are clipped (the log cannot be flooded).
+pub const MAX_RECORD_BYTES: usize = 16 << 10;
 
 /// Where log records go.
 pub trait RequestLog: Send + Sync {
@@ -32,7 +38,7 @@ impl RequestLog for StdoutLog {
     }
 }
 
-/// Keeps records in memory (tests, the debug page).
+/// Keeps records in memory (tests).
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLog(pub Arc<Mutex<Vec<Value>>>);
 
@@ -50,53 +56,93 @@ impl RequestLog for MemoryLog {
     }
 }
 
-pub(crate) struct RequestRecord<'a> {
-    pub kind: &'a str,
-    pub meta: &'a EventBody,
-    pub tag: &'a str,
-    pub url: &'a str,
-    pub batch_size: usize,
-    pub dry_run: bool,
+/// `value` itself when its JSON is short enough, else its text clipped, marked as such.
+pub fn clipped(value: Value) -> Value {
+    let text = value.to_string();
+    if text.len() <= MAX_RECORD_BYTES {
+        return value;
+    }
+    let cut = crate::queue::format::clip(&text, MAX_RECORD_BYTES);
+    Value::String(format!("{cut}…(clipped, {} bytes)", text.len()))
 }
 
-impl RequestRecord<'_> {
-    pub fn to_json(&self) -> Value {
-        let mut r = json!({
-            "Name": self.kind,
-            "Type": "Request",
-            "TraceId": self.meta.trace_id,
-            "EventName": self.meta.event_name,
-            "RequestMethod": "POST",
-            "RequestUrl": self.url,
-            "RequestBody": {"data": [self.meta.event]},
-            "Tag": self.tag,
-            "EventId": self.meta.event_id,
-            "BatchSize": self.batch_size,
-        });
-        if self.dry_run {
-            r["DryRun"] = Value::Bool(true);
+/// The fields of an event a record names.
+pub struct RecordEvent<'a> {
+    pub tag: &'a str,
+    pub trace_id: &'a str,
+    pub event_name: &'a str,
+    pub event_id: &'a str,
+    /// The destination event, JSON text.
+    pub body: &'a [u8],
+}
+
+impl<'a> From<&'a StoredEvent> for RecordEvent<'a> {
+    fn from(e: &'a StoredEvent) -> Self {
+        let v = e.view();
+        RecordEvent {
+            tag: v.tag,
+            trace_id: v.trace_id,
+            event_name: v.event_name,
+            event_id: v.event_id,
+            body: v.body,
         }
-        r
     }
 }
 
-pub(crate) fn response_record(
-    kind: &str,
-    meta: &EventBody,
-    tag: &str,
+fn raw(body: &[u8]) -> Box<serde_json::value::RawValue> {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|s| serde_json::value::RawValue::from_string(s.to_owned()).ok())
+        .unwrap_or_default()
+}
+
+/// The `Type: Request` record of one event.
+pub fn request_record<'a>(
+    dest: &dyn Destination,
+    event: impl Into<RecordEvent<'a>>,
+    batch_size: usize,
+    dry_run: bool,
+) -> Value {
+    let e = event.into();
+    let event_json = raw(e.body);
+    let preview = dest.preview(&[&event_json]);
+    let mut r = json!({
+        "Name": dest.display_name(),
+        "Type": "Request",
+        "TraceId": e.trace_id,
+        "EventName": e.event_name,
+        "RequestMethod": preview.get("method").cloned().unwrap_or(Value::Null),
+        "RequestUrl": dest.endpoint(),
+        "RequestBody": clipped(preview.get("body").cloned().unwrap_or(Value::Null)),
+        "Tag": e.tag,
+        "EventId": e.event_id,
+        "BatchSize": batch_size,
+    });
+    if dry_run {
+        r["DryRun"] = Value::Bool(true);
+    }
+    r
+}
+
+/// The `Type: Response` record of one event: its own part of the answer when the
+/// destination has one, else the whole (clipped) answer.
+pub fn response_record(
+    dest: &dyn Destination,
+    event: &StoredEvent,
     status: u16,
     headers: &Value,
     body: Value,
 ) -> Value {
+    let e = RecordEvent::from(event);
     json!({
-        "Name": kind,
+        "Name": dest.display_name(),
         "Type": "Response",
-        "TraceId": meta.trace_id,
-        "EventName": meta.event_name,
+        "TraceId": e.trace_id,
+        "EventName": e.event_name,
         "ResponseStatusCode": status,
         "ResponseHeaders": headers,
-        "ResponseBody": body,
-        "Tag": tag,
-        "EventId": meta.event_id,
+        "ResponseBody": clipped(body),
+        "Tag": e.tag,
+        "EventId": e.event_id,
     })
 }

@@ -15,8 +15,9 @@ use axum::{
 };
 use serde_json::{json, Map, Value};
 
-use super::{body, request_context, with_cookies, AppState, IngestError, Processed};
+use super::{body, request_context, with_cookies, AppState, IngestError};
 use crate::event::{value_text, EventData};
+use crate::pipeline::Processed;
 
 /// Most events one `/data` request may carry.
 pub const MAX_EVENTS: usize = 100;
@@ -67,22 +68,29 @@ async fn respond(
         .into_iter()
         .map(|o| to_event_data(o, &client_ip, headers))
         .collect();
-    let (processed, cookies) = match state.pipeline.run(events, &req).await {
+    let outcome = match state.pipeline.run(&events, &req).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let mut answers: Vec<Value> = processed.iter().map(answer).collect();
+    let mut answers: Vec<Value> = outcome
+        .events
+        .iter()
+        .map(|p| answer(p, outcome.waited))
+        .collect();
     let body = if many {
         Value::Array(answers)
     } else {
         answers.pop().unwrap_or(Value::Null)
     };
-    with_cookies((StatusCode::OK, Json(body)).into_response(), &cookies)
+    with_cookies(
+        (StatusCode::OK, Json(body)).into_response(),
+        &outcome.cookies,
+    )
 }
 
-fn answer(p: &Processed) -> Value {
+fn answer(p: &Processed, waited: bool) -> Value {
     let mut a = json!({ "client_id": p.client_id, "event_id": p.event_id });
-    if p.waited {
+    if waited {
         a["tags"] = json!(p.tags);
     }
     a

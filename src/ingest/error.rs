@@ -29,6 +29,8 @@ pub enum IngestError {
     NoEvents,
     #[error("the event queue is full; retry later")]
     QueueFull,
+    #[error("the event queue's volume is low on free space; retry later")]
+    QueueLowDisk,
     #[error("the event queue cannot store events right now; retry later")]
     Storage,
 }
@@ -44,7 +46,9 @@ impl IngestError {
             | IngestError::WrongShape(_)
             | IngestError::TooManyEvents { .. }
             | IngestError::NoEvents => StatusCode::BAD_REQUEST,
-            IngestError::QueueFull | IngestError::Storage => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::QueueFull | IngestError::QueueLowDisk | IngestError::Storage => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -60,6 +64,7 @@ impl IngestError {
             IngestError::TooManyEvents { .. } => "too_many_events",
             IngestError::NoEvents => "no_events",
             IngestError::QueueFull => "queue_full",
+            IngestError::QueueLowDisk => "queue_low_disk",
             IngestError::Storage => "storage",
         }
     }

@@ -89,9 +89,9 @@ async fn run_and_answer(
     req: &RequestContext,
     events: Vec<EventData>,
 ) -> Response {
-    match state.pipeline.run(events, req).await {
+    match state.pipeline.run(&events, req).await {
         // GA4 clients read nothing: an empty 204, with the cookies tags set.
-        Ok((_, cookies)) => with_cookies(StatusCode::NO_CONTENT.into_response(), &cookies),
+        Ok(outcome) => with_cookies(StatusCode::NO_CONTENT.into_response(), &outcome.cookies),
         Err(e) => e.into_response(),
     }
 }

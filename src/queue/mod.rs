@@ -1,68 +1,88 @@
-//! The durable queue: mapped, hashed, ready-to-send events on disk until the destination
+//! The durable queue: mapped, hashed, ready-to-send events on disk until their destination
 //! accepted them (or refused them for good).
 //!
 //! # Design constraints
 //!
-//! - Store: one redb file (`queue.path`/`queue.redb`; `:memory:` = in memory, for tests and
-//!   benchmarks). redb is an embedded, pure-Rust, ACID B-tree with copy-on-write pages and
-//!   checksummed commits, so a `kill -9` leaves the last committed state. Tables: `events`
-//!   (sequence → record) and `dead` (sequence → dead letter). Records: `record.rs`.
-//! - One writer: a dedicated OS thread owns every write transaction. Appends are **group
-//!   committed**: the thread takes every append waiting for it (up to [`MAX_GROUP`]), writes
-//!   them in one transaction and commits once (`Durability::Immediate`: fsync), then acks
-//!   them all. Many concurrent requests share one fsync; an ingest request is answered only
-//!   after its commit returned.
-//! - Who deletes: the dispatcher, through [`Queue::settle`], after the destination's 2xx (or a
-//!   final refusal, which moves the event to `dead` in the same transaction). A crash between
-//!   delivery and delete resends the event: at-least-once, deduplicated by `event_id`.
-//! - Size cap: `queue.max_bytes` counts record bytes of pending events; an append that would
-//!   pass it fails with [`QueueError::Full`] (ingest answers 503), never a silent drop.
-//! - Concurrency mode `SingleWriter`: while the gateway runs, `tagbridge queue stats` can open
-//!   the file read-only; writes from another process (`replay-dead`) need the gateway stopped.
-//! - Only hashed, ready-to-send events reach the disk; no credential does (the route is found
-//!   from the tag name at dispatch time).
+//! - **Store.** An append-only log of segment files in `queue.path` (`":memory:"` keeps them
+//!   in memory: tests and benchmarks, not durable). Formats: [`format`]. Events go to
+//!   `q-<id>.log`; the frame offsets of settled events of that segment go to `q-<id>.ack`;
+//!   dead letters go to `dead-<id>.log`. Every frame carries a CRC, so a torn or damaged
+//!   frame is never read as data.
+//! - **Appends.** The request handler appends its request's events with one `write` to the
+//!   active segment (a short critical section; no thread hop). With
+//!   `queue.sync_interval_ms: 0` (default) the caller is answered once a sync thread has
+//!   `fdatasync`ed the segment: concurrent requests share one sync (group commit). With
+//!   `N > 0` the caller is answered after the `write` (the events survive `kill -9`) and the
+//!   sync thread syncs every N ms (a power loss can cost the last N ms).
+//! - **Nothing stranded.** The events of an append enter the dispatch index inside the same
+//!   synchronous call as the write (sync mode: by the sync thread, after the sync), never in
+//!   a future a client disconnect could drop.
+//! - **Who deletes.** The dispatcher [`leases`](Queue::lease) events for a batch and
+//!   [`settles`](Queue::settle) them after the destination's answer: delivered events are
+//!   acked, refused ones are written to the dead letters first and then acked. A segment
+//!   whose events are all settled is deleted whole; a sealed segment that is more than half
+//!   settled is compacted (its live events copied forward, then deleted), so one stuck route
+//!   cannot pin the disk. A crash between delivery and ack resends the event: at-least-once,
+//!   deduplicated downstream by `event_id`.
+//! - **Caps.** `queue.max_bytes` bounds pending event bytes: past it appends fail with
+//!   [`QueueError::Full`] (ingest answers 503). Dead letters are capped by
+//!   `queue.dead_letter_max_bytes`, oldest evicted first and counted. Appends also stop while
+//!   the volume has less than `queue.min_free_bytes` free. Disk use stays below
+//!   `2 × max_bytes + dead_letter_max_bytes + 3 segments`, plus ack files (4 bytes per event).
+//! - **Faults heal.** A failed write or sync (full disk, I/O error) is undone (the segment is
+//!   truncated back to its last good length), refuses appends with
+//!   [`QueueError::Unwritable`], and is retried every second by the sync thread; when a
+//!   write succeeds again appends resume, without a restart.
+//! - **Recovery.** Opening reads every segment and its acks and rebuilds the index (≈32 bytes
+//!   per pending event). An incomplete frame at the end of the newest segment (a write cut by
+//!   a crash) is truncated. A segment with any other damage is renamed
+//!   `<name>.corrupt-<unix seconds>` (never deleted) after its intact events were copied into
+//!   a new segment; `tagbridge queue salvage --from FILE` does the same for any file.
+//! - **One writer.** A `LOCK` file (`flock`) keeps a second gateway off the directory;
+//!   `tagbridge queue stats` only reads and works while the gateway runs.
+//! - Only hashed, ready-to-send events reach the disk; no credential does (the route is
+//!   found from the tag name at dispatch time).
 
-mod record;
+pub mod format;
+mod index;
+mod log;
+mod open;
+pub mod storage;
 
 use std::{
     collections::BTreeMap,
+    fs::File,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
-        mpsc as std_mpsc, Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use redb::{
-    backends::InMemoryBackend, ConcurrencyMode, Database, Durability, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition,
-};
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
-pub use record::{DeadLetter, DeadReason, EventBody, QueuedEvent};
+pub use index::Entry;
+pub use open::{dead_letters_at, replay_dead, salvage, stats_at, OpenReport, SalvageReport};
+use storage::{FileStorage, MemStorage, Storage};
 
-/// Sequence number of a queued event (its key; increasing).
-pub type Seq = u64;
+use crate::support::now_ms;
 
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+/// Index of a dispatch route (assigned from the config at start-up).
+pub type RouteId = usize;
 
-/// Most operations one commit groups.
-pub const MAX_GROUP: usize = 4096;
+/// Name of the lock file in `queue.path`.
+pub const LOCK_FILE: &str = "LOCK";
 
-/// redb's page cache: the dispatcher reads recent records back, so a small cache serves
-/// it; a larger one only adds resident memory (redb's default is 1 GiB).
-const CACHE_BYTES: usize = 16 << 20;
-
-/// The file name inside `queue.path`.
-pub const FILE_NAME: &str = "queue.redb";
-
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("the queue is full ({max_bytes} bytes)")]
     Full { max_bytes: u64 },
+    #[error("the queue volume has less than {min_free_bytes} bytes free")]
+    LowDisk { min_free_bytes: u64 },
+    #[error("the queue cannot write: {0}")]
+    Unwritable(String),
     #[error("queue storage error: {0}")]
     Storage(String),
     #[error("the queue is closed")]
@@ -71,86 +91,262 @@ pub enum QueueError {
     InUse(PathBuf),
 }
 
-fn storage<E: std::fmt::Display>(e: E) -> QueueError {
-    QueueError::Storage(e.to_string())
+/// Whether the queue takes new events (`/readyz`, metrics, the debug page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueState {
+    Writable,
+    /// `queue.max_bytes` reached.
+    Full,
+    /// Less than `queue.min_free_bytes` free on the volume.
+    LowDisk,
+    /// The last write or sync failed; retried every second.
+    Unwritable,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// What the queue holds under a sequence number.
-#[derive(Debug, Clone)]
-pub enum Stored {
-    Event(QueuedEvent),
-    /// Present but undecodable.
-    Corrupt,
-    /// Not (or no longer) in the queue: settled already.
-    Missing,
-}
-
-impl Stored {
-    /// The event, if it could be read.
-    pub fn event(self) -> Option<QueuedEvent> {
+impl QueueState {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Stored::Event(e) => Some(e),
-            Stored::Corrupt | Stored::Missing => None,
+            QueueState::Writable => "writable",
+            QueueState::Full => "full",
+            QueueState::LowDisk => "low_disk",
+            QueueState::Unwritable => "unwritable",
         }
     }
 }
 
-/// A pending event as the dispatcher's index knows it.
+/// Why an event was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadReason {
+    /// The destination accepted the batch but marked this event failed.
+    EventFailed,
+    /// The destination refused it with a permanent status (400, 401, 403, 422, ...).
+    Refused,
+    /// Still failing after `dispatch.retry.give_up_after_s`.
+    GaveUp,
+    /// The tag is no longer in the config.
+    UnknownTag,
+    /// The stored record could not be read back.
+    Corrupt,
+    /// Larger than the destination accepts in one request.
+    TooLarge,
+}
+
+impl DeadReason {
+    pub const ALL: [DeadReason; 6] = [
+        DeadReason::EventFailed,
+        DeadReason::Refused,
+        DeadReason::GaveUp,
+        DeadReason::UnknownTag,
+        DeadReason::Corrupt,
+        DeadReason::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::EventFailed => "event_failed",
+            DeadReason::Refused => "refused",
+            DeadReason::GaveUp => "gave_up",
+            DeadReason::UnknownTag => "unknown_tag",
+            DeadReason::Corrupt => "corrupt",
+            DeadReason::TooLarge => "too_large",
+        }
+    }
+    fn code(self) -> u8 {
+        match self {
+            DeadReason::EventFailed => 1,
+            DeadReason::Refused => 2,
+            DeadReason::GaveUp => 3,
+            DeadReason::UnknownTag => 4,
+            DeadReason::Corrupt => 5,
+            DeadReason::TooLarge => 6,
+        }
+    }
+    fn from_code(c: u8) -> DeadReason {
+        match c {
+            1 => DeadReason::EventFailed,
+            2 => DeadReason::Refused,
+            3 => DeadReason::GaveUp,
+            4 => DeadReason::UnknownTag,
+            6 => DeadReason::TooLarge,
+            _ => DeadReason::Corrupt,
+        }
+    }
+}
+
+/// The outcome of one event, for callers waiting for it (`wait_for_response`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    pub seq: Seq,
-    pub tag: String,
-    pub received_ms: u64,
-    pub bytes: u64,
+pub enum Delivery {
+    /// The destination accepted it.
+    Sent,
+    /// The destination refused it for good (dead-lettered); the text says why.
+    Failed(String),
 }
 
-enum WriteOp {
-    Append {
-        records: Vec<Vec<u8>>,
-        reply: oneshot::Sender<Result<Vec<Seq>, QueueError>>,
-    },
-    Settle {
-        delete: Vec<(Seq, u64)>,
-        dead: Vec<(Seq, u64, DeadLetter)>,
-        reply: oneshot::Sender<Result<(), QueueError>>,
-    },
+/// A dead letter to write: why, the destination's answer, and the event's stored payload.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: DeadReason,
+    /// HTTP status of the answer, when there was one.
+    pub status: Option<u16>,
+    /// The destination's message (never a credential).
+    pub message: String,
 }
 
-/// Handle to the queue. Cheap to clone; when the last handle is dropped the writer thread
-/// finishes its current commit and the file is closed.
-#[derive(Clone)]
-pub struct Queue {
-    inner: Arc<Inner>,
+/// A dead letter as listed by `tagbridge queue` commands.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterInfo {
+    pub reason: DeadReason,
+    pub status: Option<u16>,
+    pub message: String,
+    pub dead_at_ms: u64,
+    pub tag: Option<String>,
+    pub event_id: Option<String>,
+    pub event_name: Option<String>,
 }
 
-struct Inner {
-    db: Arc<Database>,
-    writer: Option<std_mpsc::Sender<WriteOp>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    bytes: Arc<AtomicU64>,
-    max_bytes: u64,
-    /// Commits (fsyncs) so far.
-    commits: Arc<AtomicU64>,
+/// Settings of an open queue.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub max_bytes: u64,
+    pub dead_letter_max_bytes: u64,
+    pub min_free_bytes: u64,
+    /// `None`: answer after `fdatasync`; `Some(d)`: answer after the write, sync every `d`.
+    pub sync_interval: Option<Duration>,
+    /// Size at which the active segment is sealed and a new one started.
+    pub segment_bytes: u64,
+    pub dead_segment_bytes: u64,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer loop; joining releases its hold on the file.
-        self.writer.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+impl QueueOptions {
+    /// Options for `max_bytes` and `dead_letter_max_bytes`, segment sizes derived from them.
+    pub fn new(max_bytes: u64, dead_letter_max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            dead_letter_max_bytes,
+            min_free_bytes: 0,
+            sync_interval: None,
+            segment_bytes: (max_bytes / 64).clamp(256 << 10, 8 << 20),
+            dead_segment_bytes: (dead_letter_max_bytes / 16).clamp(64 << 10, 8 << 20),
         }
     }
 }
 
-/// What `tagbridge queue stats` prints.
+/// A pending event as a segment holds it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    payload: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// The record's fields (the payload was checked when it was read).
+    pub fn view(&self) -> format::EventView<'_> {
+        format::read_event(&self.payload).unwrap_or(format::EventView {
+            seq: 0,
+            received_ms: 0,
+            log: false,
+            tag: "",
+            event_id: "",
+            event_name: "",
+            trace_id: "",
+            body: b"null",
+        })
+    }
+    /// The stored payload (what a dead letter keeps).
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// Events of one request, framed, ready for one append. Built by the pipeline.
+#[derive(Default)]
+pub struct AppendBatch {
+    buf: Vec<u8>,
+    records: Vec<BatchRecord>,
+}
+
+struct BatchRecord {
+    route: RouteId,
+    seq: u64,
+    at: u32,
+    len: u32,
+    received_ms: u64,
+    reply: Option<oneshot::Sender<Delivery>>,
+}
+
+impl AppendBatch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+    /// Bytes the batch adds to the queue.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Frames one event: its header fields, then `body` (the destination event's JSON).
+    /// Returns the event's sequence number.
+    pub fn push(
+        &mut self,
+        queue: &Queue,
+        route: RouteId,
+        head: format::EventHead<'_>,
+        body: &[u8],
+        reply: Option<oneshot::Sender<Delivery>>,
+    ) -> u64 {
+        let seq = queue.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        let at = format::begin_frame(&mut self.buf);
+        format::put_event_head(&mut self.buf, &format::EventHead { seq, ..head });
+        self.buf.extend_from_slice(body);
+        format::finish_frame(&mut self.buf, at);
+        self.records.push(BatchRecord {
+            route,
+            seq,
+            at: u32::try_from(at).unwrap_or(u32::MAX),
+            len: u32::try_from(self.buf.len() - at).unwrap_or(u32::MAX),
+            received_ms: head.received_ms,
+            reply,
+        });
+        seq
+    }
+}
+
+/// What an append promises: durable now (`sync_interval_ms > 0`), or once this resolves.
+pub enum Commit {
+    Done,
+    /// Resolves when the group commit holding the events was synced (or failed).
+    Syncing(oneshot::Receiver<Result<(), QueueError>>),
+}
+
+impl Commit {
+    /// Waits until the events are durable.
+    ///
+    /// # Errors
+    /// When the sync failed: the events were removed again and will not be delivered.
+    pub async fn durable(self) -> Result<(), QueueError> {
+        match self {
+            Commit::Done => Ok(()),
+            Commit::Syncing(rx) => rx.await.unwrap_or(Err(QueueError::Closed)),
+        }
+    }
+}
+
+/// What the dispatcher sees of one route.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteStatus {
+    /// Pending (not leased) events.
+    pub pending: usize,
+    pub pending_bytes: u64,
+    /// When the oldest pending event started waiting for a batch.
+    pub since: Option<Instant>,
+    /// `received_ms` of the oldest pending event.
+    pub oldest_ms: Option<u64>,
+}
+
+/// What `tagbridge queue stats`, `/metrics` and the debug page show.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Stats {
     pub depth: u64,
@@ -158,417 +354,239 @@ pub struct Stats {
     pub oldest_age_s: Option<u64>,
     pub dead_letters: u64,
     pub dead_by_reason: BTreeMap<String, u64>,
+    pub dead_letter_bytes: u64,
+    pub dead_letters_evicted: u64,
+    /// Bytes of all queue files (segments, acks, dead letters).
+    pub disk_bytes: u64,
 }
 
-fn open_db(path: &Path, mode: ConcurrencyMode) -> Result<Database, QueueError> {
-    if path.as_os_str() == ":memory:" {
-        return Database::builder()
-            .create_with_backend(InMemoryBackend::new())
-            .map_err(storage);
-    }
-    std::fs::create_dir_all(path)
-        .map_err(|e| QueueError::Storage(format!("cannot create {}: {e}", path.display())))?;
-    let file = path.join(FILE_NAME);
-    Database::builder()
-        .set_concurrency_mode(mode)
-        .set_cache_size(CACHE_BYTES)
-        .create(&file)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => QueueError::InUse(file.clone()),
-            other => QueueError::Storage(format!("cannot open {}: {other}", file.display())),
-        })
+/// Handle to the queue. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    opts: QueueOptions,
+    next_seq: AtomicU64,
+    log: Mutex<log::Log>,
+    index: Mutex<index::Index>,
+    dead: Mutex<index::DeadStore>,
+    /// Wakes the sync thread (sync mode: work to sync; both: shutdown).
+    wake: (Mutex<bool>, Condvar),
+    /// Wakes the dispatcher when events become pending.
+    notify: Notify,
+    /// The last write or sync failed (until a write succeeds again).
+    failed: AtomicBool,
+    /// Less than `min_free_bytes` free on the volume.
+    low_disk: AtomicBool,
+    /// Bytes of unsettled events, including written-but-unsynced ones (for the size cap).
+    live_bytes: AtomicU64,
+    commits: AtomicU64,
+    closed: AtomicBool,
+    sync_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    _lock: Option<File>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while a queue lock was held leaves consistent data behind (every critical
+    // section updates memory after its I/O succeeded), so the poison flag is cleared.
+    m.lock().unwrap_or_else(|p| {
+        m.clear_poison();
+        p.into_inner()
+    })
 }
 
 impl Queue {
-    /// Opens (or creates) the queue and returns what is pending, oldest first.
+    /// Opens the queue at `path` (`":memory:"`: in memory). `route_of` maps a stored tag name
+    /// to its route; events of unknown tags are dead-lettered (`unknown_tag`).
     ///
     /// # Errors
-    /// When the store cannot be opened (or another gateway holds it).
-    pub fn open(path: &Path, max_bytes: u64) -> Result<(Queue, Vec<Pending>), QueueError> {
-        let db = open_db(path, ConcurrencyMode::SingleWriter)?;
-        {
-            let tx = db.begin_write().map_err(storage)?;
-            tx.open_table(EVENTS).map_err(storage)?;
-            tx.open_table(DEAD).map_err(storage)?;
-            tx.commit().map_err(storage)?;
+    /// When the directory cannot be used or another gateway holds it.
+    pub fn open_path(
+        path: &Path,
+        opts: QueueOptions,
+        routes: usize,
+        route_of: &dyn Fn(&str) -> Option<RouteId>,
+    ) -> Result<(Queue, OpenReport), QueueError> {
+        if path.as_os_str() == ":memory:" {
+            return Self::open(
+                Arc::new(MemStorage::default()),
+                None,
+                opts,
+                routes,
+                route_of,
+            );
         }
-        let mut pending = Vec::new();
-        let mut total = 0u64;
-        {
-            let rx = db.begin_read().map_err(storage)?;
-            let table = rx.open_table(EVENTS).map_err(storage)?;
-            for row in table.iter().map_err(storage)? {
-                let (k, v) = row.map_err(storage)?;
-                let bytes = v.value();
-                let (tag, received_ms) = QueuedEvent::peek(bytes).unwrap_or(("", 0));
-                total += bytes.len() as u64;
-                pending.push(Pending {
-                    seq: k.value(),
-                    tag: tag.to_owned(),
-                    received_ms,
-                    bytes: bytes.len() as u64,
-                });
-            }
-        }
-        let next = {
-            let rx = db.begin_read().map_err(storage)?;
-            let last_event = rx
-                .open_table(EVENTS)
-                .map_err(storage)?
-                .last()
-                .map_err(storage)?
-                .map(|(k, _)| k.value());
-            let last_dead = rx
-                .open_table(DEAD)
-                .map_err(storage)?
-                .last()
-                .map_err(storage)?
-                .map(|(k, _)| k.value());
-            last_event.max(last_dead).map_or(1, |s| s + 1)
-        };
-        let db = Arc::new(db);
-        let (writer, ops) = std_mpsc::channel();
-        let bytes = Arc::new(AtomicU64::new(total));
-        let commits = Arc::new(AtomicU64::new(0));
-        let state = WriterState {
-            db: db.clone(),
-            next,
-            bytes: bytes.clone(),
-            commits: commits.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("queue-writer".into())
-            .spawn(move || writer_loop(state, ops))
-            .map_err(storage)?;
-        Ok((
-            Queue {
-                inner: Arc::new(Inner {
-                    db,
-                    writer: Some(writer),
-                    thread: Some(thread),
-                    bytes,
-                    max_bytes,
-                    commits,
-                }),
-            },
-            pending,
-        ))
+        let storage = FileStorage::new(path)
+            .map_err(|e| QueueError::Storage(format!("cannot create {}: {e}", path.display())))?;
+        let lock = take_lock(path)?;
+        Self::open(Arc::new(storage), Some(lock), opts, routes, route_of)
     }
 
-    /// Appends events durably (group commit); resolves once they are on disk.
+    /// Opens the queue on any storage (tests inject faults this way).
     ///
     /// # Errors
-    /// [`QueueError::Full`] past `queue.max_bytes`; storage errors.
-    pub async fn append(&self, events: &[QueuedEvent]) -> Result<Vec<(Seq, u64)>, QueueError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let records: Vec<Vec<u8>> = events.iter().map(QueuedEvent::encode).collect();
-        let inner = &self.inner;
-        let size: u64 = records.iter().map(|r| r.len() as u64).sum();
-        let before = inner.bytes.fetch_add(size, Ordering::AcqRel);
-        if before + size > inner.max_bytes {
-            inner.bytes.fetch_sub(size, Ordering::AcqRel);
-            metrics::counter!("tagbridge_queue_full_total").increment(1);
-            return Err(QueueError::Full {
-                max_bytes: inner.max_bytes,
-            });
-        }
-        let sizes: Vec<u64> = records.iter().map(|r| r.len() as u64).collect();
-        let (reply, rx) = oneshot::channel();
-        let result = match self.send(WriteOp::Append { records, reply }) {
-            Ok(()) => rx.await.unwrap_or(Err(QueueError::Closed)),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(seqs) => Ok(seqs.into_iter().zip(sizes).collect()),
-            Err(e) => {
-                inner.bytes.fetch_sub(size, Ordering::AcqRel);
-                Err(e)
-            }
+    /// When the storage cannot be read or a first segment cannot be created.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        lock: Option<File>,
+        opts: QueueOptions,
+        routes: usize,
+        route_of: &dyn Fn(&str) -> Option<RouteId>,
+    ) -> Result<(Queue, OpenReport), QueueError> {
+        open::open(storage, lock, opts, routes, route_of)
+    }
+
+    /// The next sequence number (for tests and tools).
+    pub fn next_seq(&self) -> u64 {
+        self.shared.next_seq.load(Ordering::Relaxed)
+    }
+
+    /// Appends a request's events with one write. With per-commit sync the returned
+    /// [`Commit`] resolves once they are synced; the events reach the dispatcher either way,
+    /// even if the caller stops waiting.
+    ///
+    /// # Errors
+    /// [`QueueError::Full`], [`QueueError::LowDisk`], [`QueueError::Unwritable`]: nothing of
+    /// the batch was kept.
+    pub fn append(&self, batch: AppendBatch) -> Result<Commit, QueueError> {
+        log::append(&self.shared, batch)
+    }
+
+    /// Waits until events may be pending for some route.
+    pub async fn notified(&self) {
+        self.shared.notify.notified().await;
+    }
+
+    /// Wake the dispatcher when `route` has this many events pending (a full batch).
+    pub fn set_wake_threshold(&self, route: RouteId, events: usize) {
+        if let Some(r) = lock(&self.shared.index).routes.get_mut(route) {
+            r.wake_at = events;
         }
     }
 
-    fn send(&self, op: WriteOp) -> Result<(), QueueError> {
-        match &self.inner.writer {
-            Some(w) => w.send(op).map_err(|_| QueueError::Closed),
-            None => Err(QueueError::Closed),
+    pub fn route_status(&self, route: RouteId) -> RouteStatus {
+        lock(&self.shared.index).route_status(route)
+    }
+
+    /// Takes up to `max_events` / `max_bytes` of the oldest pending events of a route for a
+    /// batch (at least one event, even a larger one). They stay in the queue until settled or
+    /// released.
+    pub fn lease(&self, route: RouteId, max_events: usize, max_bytes: u64) -> Vec<Entry> {
+        lock(&self.shared.index).lease(route, max_events, max_bytes)
+    }
+
+    /// Puts leased events back at the front of their route (a retry).
+    pub fn release(&self, route: RouteId, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
         }
+        lock(&self.shared.index).release(route, entries);
+        self.shared.notify.notify_one();
     }
 
-    /// Reads records: one [`Stored`] per requested sequence, in the same order, so callers
-    /// zip the answer with what they asked for.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn read(&self, seqs: &[Seq]) -> Result<Vec<Stored>, QueueError> {
-        let rx = self.inner.db.begin_read().map_err(storage)?;
-        let table = rx.open_table(EVENTS).map_err(storage)?;
-        seqs.iter()
-            .map(|&seq| {
-                Ok(match table.get(seq).map_err(storage)? {
-                    None => Stored::Missing,
-                    Some(v) => {
-                        QueuedEvent::decode(v.value()).map_or(Stored::Corrupt, Stored::Event)
-                    }
-                })
-            })
-            .collect()
+    /// Puts every leased event back (after a dispatcher restart).
+    pub fn release_all(&self) {
+        lock(&self.shared.index).release_all();
+        self.shared.notify.notify_one();
     }
 
-    /// [`Queue::read`] on a blocking thread (redb reads do file I/O).
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub async fn read_blocking(&self, seqs: Vec<Seq>) -> Result<Vec<Stored>, QueueError> {
-        let queue = self.clone();
-        tokio::task::spawn_blocking(move || queue.read(&seqs))
-            .await
-            .map_err(storage)?
+    /// Reads leased events back; `None` where a record cannot be read (it is then
+    /// dead-lettered as `corrupt` by the caller).
+    pub fn read(&self, entries: &[Entry]) -> Vec<Option<StoredEvent>> {
+        index::read(&self.shared, entries)
     }
 
-    /// Deletes delivered events and moves refused ones to the dead letters, in one commit.
-    /// `delete` and `dead` carry each event's record size (for the size cap).
+    /// Settles leased events: `delivered` are acked; each of `dead` is written to the dead
+    /// letters with its payload, then acked. Waiting callers get their outcome.
     ///
     /// # Errors
-    /// Storage errors (the events then stay queued and are sent again later).
-    pub async fn settle(
+    /// When the dead letters cannot be written: those events stay leased and the caller
+    /// releases them for a later retry. Delivered events are settled in any case.
+    pub fn settle(
         &self,
-        delete: Vec<(Seq, u64)>,
-        dead: Vec<(Seq, u64, DeadLetter)>,
+        route: RouteId,
+        delivered: &[Entry],
+        dead: &[(Entry, DeadLetter, Option<&[u8]>)],
     ) -> Result<(), QueueError> {
-        if delete.is_empty() && dead.is_empty() {
-            return Ok(());
-        }
-        let (reply, rx) = oneshot::channel();
-        self.send(WriteOp::Settle {
-            delete,
-            dead,
-            reply,
-        })?;
-        rx.await.unwrap_or(Err(QueueError::Closed))
+        index::settle(&self.shared, route, delivered, dead)
     }
 
-    /// Commits (each one fsync) since the queue was opened.
+    /// Hands the `wait_for_response` reply of an event to whoever settles it.
+    pub fn take_waiter(&self, seq: u64) -> Option<oneshot::Sender<Delivery>> {
+        lock(&self.shared.index).waiters.remove(&seq)
+    }
+
+    pub fn state(&self) -> QueueState {
+        self.shared.state_now()
+    }
+
+    /// Group commits (writes followed by an `fdatasync`, or periodic syncs) so far.
     pub fn commits(&self) -> u64 {
-        self.inner.commits.load(Ordering::Acquire)
+        self.shared.commits.load(Ordering::Acquire)
     }
 
-    /// Bytes of pending records.
+    /// Bytes of pending events.
     pub fn bytes(&self) -> u64 {
-        self.inner.bytes.load(Ordering::Acquire)
+        lock(&self.shared.index).pending_bytes
     }
 
-    /// Depth, age and dead letters, from this handle.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn stats(&self) -> Result<Stats, QueueError> {
-        stats_of(self.inner.db.as_ref())
+    /// Pending plus leased events.
+    pub fn depth(&self) -> usize {
+        lock(&self.shared.index).depth()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let active = lock(&self.shared.log)
+            .active
+            .as_ref()
+            .map(|a| (a.id, a.len));
+        let (depth, bytes, oldest, disk) = {
+            let i = lock(&self.shared.index);
+            (
+                i.depth() as u64,
+                i.pending_bytes,
+                i.oldest_ms(),
+                i.disk_bytes(active),
+            )
+        };
+        let d = lock(&self.shared.dead);
+        Stats {
+            depth,
+            bytes,
+            oldest_age_s: oldest.map(|ms| now_ms().saturating_sub(ms) / 1000),
+            dead_letters: d.count(),
+            dead_by_reason: d.by_reason(),
+            dead_letter_bytes: d.total_bytes,
+            dead_letters_evicted: d.evicted,
+            disk_bytes: disk + d.total_bytes,
+        }
+    }
+
+    /// Stops the sync thread after a last sync. Later appends fail with
+    /// [`QueueError::Closed`]. Idempotent.
+    pub fn close(&self) {
+        log::close(&self.shared);
     }
 }
 
-fn stats_of(db: &impl ReadableDatabase) -> Result<Stats, QueueError> {
-    let rx = db.begin_read().map_err(storage)?;
-    let mut stats = Stats::default();
-    // A file written before these tables existed has none: zero, not an error.
-    if let Ok(events) = rx.open_table(EVENTS) {
-        stats.depth = events.len().map_err(storage)?;
-        let mut oldest: Option<u64> = None;
-        for row in events.iter().map_err(storage)? {
-            let (_, v) = row.map_err(storage)?;
-            stats.bytes += v.value().len() as u64;
-            if let Some((_, ms)) = QueuedEvent::peek(v.value()) {
-                oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
-            }
-        }
-        stats.oldest_age_s = oldest.map(|ms| now_ms().saturating_sub(ms) / 1000);
+fn take_lock(path: &Path) -> Result<File, QueueError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.join(LOCK_FILE))
+        .map_err(|e| QueueError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(QueueError::InUse(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(QueueError::Storage(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
-    if let Ok(dead) = rx.open_table(DEAD) {
-        for row in dead.iter().map_err(storage)? {
-            let (_, v) = row.map_err(storage)?;
-            let reason = serde_json::from_slice::<DeadLetter>(v.value())
-                .map(|d| d.reason.as_str())
-                .unwrap_or("corrupt");
-            *stats.dead_by_reason.entry(reason.to_owned()).or_default() += 1;
-            stats.dead_letters += 1;
-        }
-    }
-    Ok(stats)
-}
-
-/// `tagbridge queue stats`: opens the queue read-only (works while the gateway runs).
-///
-/// # Errors
-/// When the queue cannot be opened.
-pub fn stats_at(path: &Path) -> Result<Stats, QueueError> {
-    let file = path.join(FILE_NAME);
-    if !file.exists() {
-        return Ok(Stats::default());
-    }
-    let db = Database::builder()
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-        .open_read_only(&file)
-        .map_err(|e| QueueError::Storage(format!("cannot open {}: {e}", file.display())))?;
-    stats_of(&db)
-}
-
-/// Dead letters, oldest first (at most `limit`), read-only (works while the gateway runs).
-///
-/// # Errors
-/// When the queue cannot be opened.
-pub fn dead_letters_at(path: &Path, limit: usize) -> Result<Vec<(Seq, DeadLetter)>, QueueError> {
-    let file = path.join(FILE_NAME);
-    if !file.exists() {
-        return Ok(Vec::new());
-    }
-    let db = Database::builder()
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-        .open_read_only(&file)
-        .map_err(|e| QueueError::Storage(format!("cannot open {}: {e}", file.display())))?;
-    let rx = db.begin_read().map_err(storage)?;
-    let Ok(dead) = rx.open_table(DEAD) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for row in dead.iter().map_err(storage)?.take(limit) {
-        let (k, v) = row.map_err(storage)?;
-        if let Ok(letter) = serde_json::from_slice::<DeadLetter>(v.value()) {
-            out.push((k.value(), letter));
-        }
-    }
-    Ok(out)
-}
-
-/// `tagbridge queue replay-dead`: moves every dead letter with a readable event back into
-/// the queue (e.g. after fixing a token). Needs the gateway stopped. Returns how many.
-///
-/// # Errors
-/// When the queue is in use or cannot be written.
-pub fn replay_dead(path: &Path) -> Result<u64, QueueError> {
-    let db = open_db(path, ConcurrencyMode::ExclusiveWriter)?;
-    let mut tx = db.begin_write().map_err(storage)?;
-    tx.set_durability(Durability::Immediate).map_err(storage)?;
-    let mut moved = 0;
-    {
-        let mut dead = tx.open_table(DEAD).map_err(storage)?;
-        let mut events = tx.open_table(EVENTS).map_err(storage)?;
-        let next_event = events.last().map_err(storage)?.map(|(k, _)| k.value());
-        let next_dead = dead.last().map_err(storage)?.map(|(k, _)| k.value());
-        let mut next = next_event.max(next_dead).map_or(1, |s| s + 1);
-        let mut keys = Vec::new();
-        for row in dead.iter().map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            if let Ok(letter) = serde_json::from_slice::<DeadLetter>(v.value()) {
-                if let Some(record) = letter.record {
-                    keys.push((k.value(), record.encode()));
-                }
-            }
-        }
-        for (key, record) in keys {
-            events.insert(next, record.as_slice()).map_err(storage)?;
-            dead.remove(key).map_err(storage)?;
-            next += 1;
-            moved += 1;
-        }
-    }
-    tx.commit().map_err(storage)?;
-    Ok(moved)
-}
-
-struct WriterState {
-    db: Arc<Database>,
-    next: Seq,
-    bytes: Arc<AtomicU64>,
-    commits: Arc<AtomicU64>,
-}
-
-fn writer_loop(state: WriterState, ops: std_mpsc::Receiver<WriteOp>) {
-    let WriterState {
-        db,
-        mut next,
-        bytes,
-        commits,
-    } = state;
-    while let Ok(first) = ops.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match ops.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
-            }
-        }
-        let start = next;
-        let result = commit_group(&db, &group, &mut next);
-        if result.is_err() {
-            next = start;
-        }
-        commits.fetch_add(1, Ordering::AcqRel);
-        metrics::counter!("tagbridge_queue_commits_total").increment(1);
-        let mut seq = start;
-        for op in group {
-            match op {
-                WriteOp::Append { records, reply } => {
-                    let n = records.len() as u64;
-                    let r = match &result {
-                        Ok(()) => Ok((seq..seq + n).collect()),
-                        Err(e) => Err(QueueError::Storage(e.to_string())),
-                    };
-                    seq += n;
-                    let _ = reply.send(r);
-                }
-                WriteOp::Settle {
-                    delete,
-                    dead,
-                    reply,
-                } => {
-                    let r = match &result {
-                        Ok(()) => {
-                            let freed: u64 = delete.iter().map(|(_, b)| b).sum::<u64>()
-                                + dead.iter().map(|(_, b, _)| b).sum::<u64>();
-                            bytes.fetch_sub(
-                                freed.min(bytes.load(Ordering::Acquire)),
-                                Ordering::AcqRel,
-                            );
-                            Ok(())
-                        }
-                        Err(e) => Err(QueueError::Storage(e.to_string())),
-                    };
-                    let _ = reply.send(r);
-                }
-            }
-        }
-    }
-}
-
-fn commit_group(db: &Database, group: &[WriteOp], next: &mut Seq) -> Result<(), QueueError> {
-    let mut tx = db.begin_write().map_err(storage)?;
-    tx.set_durability(Durability::Immediate).map_err(storage)?;
-    {
-        let mut events = tx.open_table(EVENTS).map_err(storage)?;
-        let mut dead_table = tx.open_table(DEAD).map_err(storage)?;
-        for op in group {
-            match op {
-                WriteOp::Append { records, .. } => {
-                    for r in records {
-                        events.insert(*next, r.as_slice()).map_err(storage)?;
-                        *next += 1;
-                    }
-                }
-                WriteOp::Settle { delete, dead, .. } => {
-                    for (seq, _) in delete {
-                        events.remove(*seq).map_err(storage)?;
-                    }
-                    for (seq, _, letter) in dead {
-                        events.remove(*seq).map_err(storage)?;
-                        let json = serde_json::to_vec(letter).map_err(storage)?;
-                        dead_table.insert(*seq, json.as_slice()).map_err(storage)?;
-                    }
-                }
-            }
-        }
-    }
-    tx.commit().map_err(storage)
 }
 
 #[cfg(test)]

@@ -12,14 +12,15 @@
 
 pub mod pinterest;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::{
-    support::ConfigError,
+    destination::Destination,
     event::{EventData, RequestContext},
+    support::ConfigError,
 };
 
 /// One entry under `tags:` in the config file, by `type`.
@@ -67,6 +68,27 @@ impl TagConfig {
     pub fn name(&self) -> &str {
         match self {
             TagConfig::Pinterest(s) => &s.name,
+        }
+    }
+
+    /// The tag's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TagConfig::Pinterest(_) => "pinterest",
+        }
+    }
+
+    /// Most events its destination takes in one request.
+    pub fn max_batch_events(&self) -> usize {
+        match self {
+            TagConfig::Pinterest(_) => pinterest::MAX_EVENTS_PER_REQUEST,
+        }
+    }
+
+    /// Whether the tag maps and logs events without sending them.
+    pub fn is_dry_run(&self) -> bool {
+        match self {
+            TagConfig::Pinterest(s) => s.is_dry_run(),
         }
     }
 
@@ -218,58 +240,4 @@ impl<'de> Deserialize<'de> for LogMode {
             ))),
         }
     }
-}
-
-/// Encodes requests for, and classifies answers from, one destination endpoint.
-pub trait Destination: Send + Sync + fmt::Debug {
-    /// Display name in logs and metrics (`Pinterest`).
-    fn kind(&self) -> &'static str;
-    /// Batching identity: equal keys share requests. Holds the credential, so it is
-    /// compared, never printed.
-    fn route_key(&self) -> RouteKey;
-    /// The request URL (no credentials in it), for logs.
-    fn url(&self) -> &str;
-    /// Most events one request may carry.
-    fn max_batch(&self) -> usize;
-    /// The full request for a batch of mapped events (each one JSON text).
-    fn encode(&self, events: &[&serde_json::value::RawValue]) -> OutboundRequest;
-    /// Reads the destination's answer to a batch of `n` events.
-    fn classify(&self, status: u16, body: &[u8], n: usize) -> BatchVerdict;
-}
-
-/// Identity of a destination endpoint for batching.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RouteKey {
-    pub kind: &'static str,
-    pub url: String,
-    pub credential: crate::support::Secret,
-}
-
-/// An HTTP request built by a destination. Headers may hold credentials: never log them.
-pub struct OutboundRequest {
-    pub url: String,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-}
-
-/// A destination's reading of its answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BatchVerdict {
-    /// Accepted; one outcome per event, in request order.
-    Delivered(Vec<EventOutcome>),
-    /// Transient: send the whole batch again later.
-    Retry { reason: String },
-    /// Permanent: never resend unchanged (dead letter).
-    Reject { reason: String },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum EventOutcome {
-    Accepted { warning: Option<String> },
-    Failed { error: String },
-}
-
-/// Backoff hint read from a `Retry-After` header (seconds form).
-pub fn retry_after(value: Option<&str>) -> Option<Duration> {
-    value?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

@@ -38,6 +38,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let services = Services {
             request_log: Arc::new(log.clone()),
+            ..Services::default()
         };
         let task = tokio::spawn(tagbridge::run(
             config,

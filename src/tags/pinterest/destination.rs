@@ -1,37 +1,47 @@
-//! Pinterest as a dispatch destination: the request for a batch, and what the answer means
-//! (`pinterest-tag.md` §8, `pinterest-capi.md` §2).
+//! Pinterest as a dispatch destination (`pinterest-tag.md` §8, `pinterest-capi.md` §2): the
+//! request for a batch, what an answer means, and Pinterest's limits.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, value::RawValue, Value};
 
 use super::settings::PinterestSettings;
 use crate::{
+    destination::{
+        json_envelope, Answer, BatchVerdict, Destination, EventOutcome, Limits, OutboundRequest,
+        RejectCause, RouteKey,
+    },
     support::Secret,
-    tags::{BatchVerdict, Destination, EventOutcome, OutboundRequest, RouteKey},
 };
 
-/// Pinterest's per-request limit.
+/// Pinterest's per-request limit (`ConversionEvents.data`, `maxItems: 1000`).
 pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
+/// Pinterest documents no byte limit; requests stay below this.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Pinterest's documented rate limit per ad account.
+pub const CALLS_PER_MINUTE: u32 = 5_000;
 
 /// `POST {api_base}/v5/ad_accounts/{advertiser_id}/events[?test=true]` with a Bearer token.
 #[derive(Debug)]
 pub struct PinterestDestination {
     url: String,
+    account: String,
     token: Secret,
 }
 
 impl PinterestDestination {
     pub fn new(settings: &PinterestSettings) -> Self {
-        let mut url = format!(
-            "{}/v5/ad_accounts/{}/events",
+        let account = format!(
+            "{}/v5/ad_accounts/{}",
             settings.api_base.trim().trim_end_matches('/'),
             settings.advertiser_id.trim()
         );
+        let mut url = format!("{account}/events");
         if settings.test_mode {
             url.push_str("?test=true");
         }
         Self {
             url,
+            account,
             token: settings.access_token.clone(),
         }
     }
@@ -67,56 +77,55 @@ fn error_message(body: &[u8]) -> String {
             _ => None,
         }
     });
-    text.unwrap_or_else(|| {
-        let raw = String::from_utf8_lossy(body);
-        raw.chars().take(300).collect()
-    })
+    let text = text.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    text.chars().take(300).collect()
 }
 
 impl Destination for PinterestDestination {
     fn kind(&self) -> &'static str {
+        "pinterest"
+    }
+
+    fn display_name(&self) -> &'static str {
         "Pinterest"
     }
 
     fn route_key(&self) -> RouteKey {
         RouteKey {
-            kind: "Pinterest",
-            url: self.url.clone(),
+            kind: "pinterest",
+            endpoint: self.url.clone(),
             credential: self.token.clone(),
         }
     }
 
-    fn url(&self) -> &str {
+    fn endpoint(&self) -> &str {
         &self.url
     }
 
-    fn max_batch(&self) -> usize {
-        MAX_EVENTS_PER_REQUEST
+    fn limits(&self) -> Limits {
+        Limits {
+            max_events: MAX_EVENTS_PER_REQUEST,
+            max_bytes: MAX_REQUEST_BYTES,
+            calls_per_minute: CALLS_PER_MINUTE,
+            // The ad account, whatever the token or the test switch.
+            account: self.account.clone(),
+        }
     }
 
-    fn encode(&self, events: &[&serde_json::value::RawValue]) -> OutboundRequest {
-        // `{"data":[e1,e2,...]}` from the stored JSON texts, without parsing them again.
-        let len: usize = events.iter().map(|e| e.get().len() + 1).sum();
-        let mut body = Vec::with_capacity(len + 11);
-        body.extend_from_slice(b"{\"data\":[");
-        for (i, e) in events.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(e.get().as_bytes());
-        }
-        body.extend_from_slice(b"]}");
+    fn encode(&self, events: &[&[u8]]) -> OutboundRequest {
         OutboundRequest {
             url: self.url.clone(),
             headers: vec![
                 ("authorization", format!("Bearer {}", self.token.expose())),
                 ("content-type", "application/json".into()),
             ],
-            body,
+            body: json_envelope("data", events),
         }
     }
 
-    fn classify(&self, status: u16, body: &[u8], n: usize) -> BatchVerdict {
+    fn classify(&self, answer: &Answer<'_>, n: usize) -> BatchVerdict {
+        let status = answer.status;
+        let body = answer.body;
         match status {
             200..=299 => {
                 let parsed: Option<SuccessBody> = serde_json::from_slice(body).ok();
@@ -141,24 +150,47 @@ impl Destination for PinterestDestination {
             }
             429 => {
                 let message = error_message(body);
+                let reason = format!("HTTP 429: {message}");
                 // Pinterest's own client treats a 429 about spam as final, not a rate limit.
                 if message.to_ascii_lowercase().contains("spam") {
                     BatchVerdict::Reject {
-                        reason: format!("HTTP 429: {message}"),
+                        reason,
+                        cause: RejectCause::Final,
                     }
                 } else {
                     BatchVerdict::Retry {
-                        reason: format!("HTTP 429: {message}"),
+                        reason,
+                        after: answer.retry_after,
                     }
                 }
             }
             408 | 500..=599 => BatchVerdict::Retry {
                 reason: format!("HTTP {status}: {}", error_message(body)),
+                after: answer.retry_after,
             },
+            401 | 403 => BatchVerdict::Reject {
+                reason: format!("HTTP {status}: {}", error_message(body)),
+                cause: RejectCause::Credentials,
+            },
+            // 400, 413, 422 and anything else: something in the batch; isolate it.
             _ => BatchVerdict::Reject {
                 reason: format!("HTTP {status}: {}", error_message(body)),
+                cause: RejectCause::Payload,
             },
         }
+    }
+
+    fn event_answer(&self, body: &Value, i: usize) -> Option<Value> {
+        body.get("events").and_then(|e| e.get(i)).cloned()
+    }
+
+    fn preview(&self, events: &[&RawValue]) -> Value {
+        json!({
+            "method": "POST",
+            "url": self.url,
+            "headers": {"authorization": "Bearer ***", "content-type": "application/json"},
+            "body": {"data": events},
+        })
     }
 }
 
@@ -169,7 +201,16 @@ mod tests {
     fn dest() -> PinterestDestination {
         PinterestDestination {
             url: "http://x/v5/ad_accounts/1/events".into(),
+            account: "http://x/v5/ad_accounts/1".into(),
             token: Secret::new("t"),
+        }
+    }
+
+    fn answer(status: u16, body: &[u8]) -> Answer<'_> {
+        Answer {
+            status,
+            retry_after: None,
+            body,
         }
     }
 
@@ -179,7 +220,7 @@ mod tests {
             {"status":"processed","error_message":"","warning_message":""},
             {"status":"failed","error_message":"Invalid em","warning_message":""}]}"#;
         assert_eq!(
-            dest().classify(200, body, 2),
+            dest().classify(&answer(200, body), 2),
             BatchVerdict::Delivered(vec![
                 EventOutcome::Accepted { warning: None },
                 EventOutcome::Failed {
@@ -193,28 +234,62 @@ mod tests {
     fn status_table() {
         let d = dest();
         assert!(matches!(
-            d.classify(503, b"{}", 1),
+            d.classify(&answer(503, b"{}"), 1),
             BatchVerdict::Retry { .. }
         ));
         assert!(matches!(
-            d.classify(429, br#"{"code":8,"message":"rate limit"}"#, 1),
+            d.classify(&answer(429, br#"{"code":8,"message":"rate limit"}"#), 1),
             BatchVerdict::Retry { .. }
         ));
         assert!(matches!(
-            d.classify(429, br#"{"code":8,"message":"Blocked as spam"}"#, 1),
-            BatchVerdict::Reject { .. }
+            d.classify(
+                &answer(429, br#"{"code":8,"message":"Blocked as spam"}"#),
+                1
+            ),
+            BatchVerdict::Reject {
+                cause: RejectCause::Final,
+                ..
+            }
         ));
-        for s in [400, 401, 403, 422] {
+        for s in [400, 413, 422] {
             assert!(
-                matches!(d.classify(s, b"{}", 1), BatchVerdict::Reject { .. }),
+                matches!(
+                    d.classify(&answer(s, b"{}"), 1),
+                    BatchVerdict::Reject {
+                        cause: RejectCause::Payload,
+                        ..
+                    }
+                ),
                 "{s}"
             );
         }
         assert_eq!(
-            d.classify(401, br#"{"code":2,"message":"Authentication failed."}"#, 1),
+            d.classify(
+                &answer(401, br#"{"code":2,"message":"Authentication failed."}"#),
+                1
+            ),
             BatchVerdict::Reject {
-                reason: "HTTP 401: Authentication failed. (code 2)".into()
+                reason: "HTTP 401: Authentication failed. (code 2)".into(),
+                cause: RejectCause::Credentials,
             }
+        );
+    }
+
+    #[test]
+    fn test_mode_shares_the_accounts_limit() {
+        let mut s: PinterestSettings = serde_json::from_value(serde_json::json!({
+            "name": "p", "advertiser_id": "1"
+        }))
+        .unwrap();
+        let live = PinterestDestination::new(&s);
+        s.test_mode = true;
+        let test = PinterestDestination::new(&s);
+        assert_ne!(live.endpoint(), test.endpoint());
+        assert_eq!(live.limits().account, test.limits().account);
+        s.advertiser_id = "2".into();
+        assert_ne!(
+            PinterestDestination::new(&s).limits().account,
+            live.limits().account
         );
     }
 }

@@ -16,13 +16,14 @@ use std::{collections::HashMap, sync::Arc};
 
 use serde_json::Value;
 
-pub use destination::PinterestDestination;
+pub use destination::{PinterestDestination, MAX_EVENTS_PER_REQUEST};
 pub use settings::{
     ActionSource, ConsentMode, EventNameMode, InheritTable, OverrideValue, PinterestSettings,
     Trigger, DEFAULT_API_BASE,
 };
 
-use super::{Destination, LogMode, Outbound, SetCookie, SkipReason, Tag, TagDecision, TagOutput};
+use super::{LogMode, Outbound, SetCookie, SkipReason, Tag, TagDecision, TagOutput};
+use crate::destination::Destination;
 use crate::event::{is_truthy, EventData, RequestContext};
 
 /// How long the `_epik` cookie lives: one year.

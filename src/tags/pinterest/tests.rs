@@ -1217,34 +1217,33 @@ fn destination(extra: Value) -> Arc<dyn Destination> {
 #[test]
 fn destination_url() {
     assert_eq!(
-        destination(json!({})).url(),
+        destination(json!({})).endpoint(),
         "https://api.pinterest.com/v5/ad_accounts/549755885175/events"
     );
     assert_eq!(
-        destination(json!({"test_mode": true})).url(),
+        destination(json!({"test_mode": true})).endpoint(),
         "https://api.pinterest.com/v5/ad_accounts/549755885175/events?test=true"
     );
     assert_eq!(
-        destination(json!({"api_base": "http://127.0.0.1:9999/"})).url(),
+        destination(json!({"api_base": "http://127.0.0.1:9999/"})).endpoint(),
         "http://127.0.0.1:9999/v5/ad_accounts/549755885175/events"
     );
     assert_eq!(
-        destination(json!({"api_base": "http://mock.local//", "test_mode": true})).url(),
+        destination(json!({"api_base": "http://mock.local//", "test_mode": true})).endpoint(),
         "http://mock.local/v5/ad_accounts/549755885175/events?test=true"
     );
     let d = destination(json!({}));
-    assert_eq!(d.kind(), "Pinterest");
-    assert_eq!(d.max_batch(), 1000);
+    assert_eq!(d.kind(), "pinterest");
+    assert_eq!(d.display_name(), "Pinterest");
+    assert_eq!(d.limits().max_events, 1000);
 }
 
 #[test]
 fn destination_encode() {
     let d = destination(json!({"test_mode": true}));
-    let a = serde_json::value::to_raw_value(&json!({"event_id": "e1", "event_name": "checkout"}))
-        .unwrap();
-    let b =
-        serde_json::value::to_raw_value(&json!({"event_id": "e2", "event_name": "lead"})).unwrap();
-    let req = d.encode(&[&a, &b]);
+    let a = br#"{"event_id":"e1","event_name":"checkout"}"#;
+    let b = br#"{"event_id":"e2","event_name":"lead"}"#;
+    let req = d.encode(&[a, b]);
     assert_eq!(
         req.url,
         "https://api.pinterest.com/v5/ad_accounts/549755885175/events?test=true"
@@ -1274,9 +1273,9 @@ fn destination_route_key() {
     assert!(key(json!({})) != key(json!({"access_token": "pina_OTHER"})));
     assert!(key(json!({})) != key(json!({"advertiser_id": "549755885176"})));
     let k = key(json!({}));
-    assert_eq!(k.kind, "Pinterest");
+    assert_eq!(k.kind, "pinterest");
     assert_eq!(
-        k.url,
+        k.endpoint,
         "https://api.pinterest.com/v5/ad_accounts/549755885175/events"
     );
     assert_eq!(k.credential.expose(), TOKEN);
