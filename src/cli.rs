@@ -266,8 +266,8 @@ fn map(path: &Path, event_path: &Path, only: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let event = match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(m)) => EventData::new(m),
+    let value = match serde_json::from_str::<Value>(&text) {
+        Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
             eprintln!(
                 "{}: expected a JSON object (one event-data object)",
@@ -280,6 +280,7 @@ fn map(path: &Path, event_path: &Path, only: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let event = EventData::from_json(&value);
     match map_event(&config, &event, only) {
         Ok(out) => {
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -292,12 +293,16 @@ fn map(path: &Path, event_path: &Path, only: Option<&str>) -> ExitCode {
     }
 }
 
-/// What `tagbridge map` prints: per tag, its decision and the request it would make
-/// (the token masked).
+/// What `tagbridge map` prints: per tag, its decision, the request it would make (the
+/// credential masked) and the match keys the mapped event carries.
 ///
 /// # Errors
 /// When `only` names no configured tag.
-pub fn map_event(config: &Config, event: &EventData, only: Option<&str>) -> Result<Value, String> {
+pub fn map_event(
+    config: &Config,
+    event: &EventData<'_>,
+    only: Option<&str>,
+) -> Result<Value, String> {
     let (slots, _) = build_tags(config);
     if let Some(name) = only {
         if !slots.iter().any(|s| s.tag.name() == name) {
@@ -306,19 +311,32 @@ pub fn map_event(config: &Config, event: &EventData, only: Option<&str>) -> Resu
     }
     let req = RequestContext::detached(SystemTime::now());
     let mut out = Vec::new();
+    let mut body = Vec::new();
     for slot in slots
         .iter()
         .filter(|s| only.is_none_or(|n| s.tag.name() == n))
     {
-        let result = slot.tag.evaluate(event, &req);
+        let result = slot.tag.evaluate(event, &req, &mut body);
         let dest = slot.tag.destination();
         let mut entry = json!({ "tag": slot.tag.name() });
         let dry_run = matches!(result.decision, TagDecision::DryRun(_));
         match result.decision {
-            TagDecision::Send(ob) | TagDecision::DryRun(ob) => {
+            TagDecision::Send(_) | TagDecision::DryRun(_) => {
                 entry["decision"] = json!(if dry_run { "dry_run" } else { "send" });
-                let raw = serde_json::value::to_raw_value(&ob.event).unwrap_or_default();
+                let raw = std::str::from_utf8(&body)
+                    .ok()
+                    .and_then(|s| serde_json::value::RawValue::from_string(s.to_owned()).ok())
+                    .unwrap_or_default();
                 entry["request"] = dest.preview(&[&raw]);
+                let keys: Vec<&str> = slot
+                    .tag
+                    .match_keys()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| result.match_keys & (1 << i) != 0)
+                    .map(|(_, k)| *k)
+                    .collect();
+                entry["match_keys"] = json!(keys);
             }
             TagDecision::Skip(reason) => {
                 entry["decision"] = json!("skip");

@@ -32,6 +32,7 @@ pub mod server;
 pub mod support;
 pub mod tags;
 pub mod telemetry;
+pub mod web;
 
 pub use config::Config;
 pub use server::{run, Services};

@@ -68,6 +68,7 @@ fn map_prints_each_tags_request_without_sending() {
         json!([
             {
                 "tag": "pin",
+                "match_keys": ["em", "client_ip_address+client_user_agent"],
                 "decision": "send",
                 "request": {
                     "method": "POST",

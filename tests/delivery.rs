@@ -18,12 +18,12 @@ async fn start(mock: &MockServer, extra: Value) -> TestServer {
     for (k, v) in extra.as_object().into_iter().flatten() {
         settings[k] = v.clone();
     }
-    TestServer::start(common::config_with(vec![common::tag(
-        settings,
-        &mock.uri(),
-    )]))
-    .await
+    let mut config = common::config_with(vec![common::tag(settings, &mock.uri())]);
+    config.debug.token = tagbridge::config::Secret::new(DEBUG_TOKEN);
+    TestServer::start(config).await
 }
+
+const DEBUG_TOKEN: &str = "dbg-7f3a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_response_reports_sent_and_per_event_failures() {
@@ -126,12 +126,12 @@ async fn a_503_is_retried_until_delivered() {
     }
 }
 
-async fn logged_records(log: &str, debug_header: bool, body: Value) -> Vec<Value> {
+async fn logged_records(log: &str, debug_header: Option<&str>, body: Value) -> Vec<Value> {
     let mock = common::mock_pinterest().await;
     let server = start(&mock, json!({"log": log})).await;
     let mut req = reqwest::Client::new().post(server.url("/data")).json(&body);
-    if debug_header {
-        req = req.header("x-tagbridge-debug", "1");
+    if let Some(value) = debug_header {
+        req = req.header("x-tagbridge-debug", value);
     }
     assert_eq!(req.send().await.expect("post").status(), 200);
     let log = server.log.clone();
@@ -141,7 +141,7 @@ async fn logged_records(log: &str, debug_header: bool, body: Value) -> Vec<Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_switch_and_record_fields() {
-    let records = logged_records("always", false, event("l-1")).await;
+    let records = logged_records("always", None, event("l-1")).await;
     assert_eq!(records.len(), 2, "{records:?}");
     let req = &records[0];
     assert_eq!(req["Name"], "Pinterest");
@@ -169,14 +169,23 @@ async fn log_switch_and_record_fields() {
         "the token must never be logged"
     );
 
-    assert!(logged_records("no", true, event("l-2")).await.is_empty());
-    assert!(logged_records("debug", false, event("l-3"))
+    assert!(logged_records("no", Some(DEBUG_TOKEN), event("l-2"))
         .await
         .is_empty());
-    assert_eq!(logged_records("debug", true, event("l-4")).await.len(), 2);
-    let mut dbg = event("l-5");
+    assert!(logged_records("debug", None, event("l-3")).await.is_empty());
+    assert_eq!(
+        logged_records("debug", Some(DEBUG_TOKEN), event("l-4"))
+            .await
+            .len(),
+        2
+    );
+    // Client-side switches count only with the debug token: anyone can send them.
+    assert!(logged_records("debug", Some("1"), event("l-5"))
+        .await
+        .is_empty());
+    let mut dbg = event("l-6");
     dbg["debug_mode"] = json!(true);
-    assert_eq!(logged_records("debug", false, dbg).await.len(), 2);
+    assert!(logged_records("debug", None, dbg).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -332,6 +332,7 @@ async fn measurement_protocol_with_and_without_the_ingest_key() {
 async fn configurable_paths_and_ga4_debug_traffic() {
     let mock = common::mock_pinterest().await;
     let mut c = config(&mock.uri(), json!({"log": "debug"}));
+    c.debug.token = tagbridge::config::Secret::new("dbg-token");
     c.server.paths.gtag = "/t/e".into();
     c.server.paths.data = "/beacon".into();
     let server = TestServer::start(c).await;
@@ -353,7 +354,8 @@ async fn configurable_paths_and_ga4_debug_traffic() {
         .await
         .expect("post");
     assert_eq!(old.status(), 404);
-    // Normal traffic: not logged with `log: debug`; `_dbg=1` is debug traffic: logged.
+    // Normal traffic: not logged with `log: debug`; `_dbg=1` is debug traffic, logged when
+    // the request carries the debug token (here in the debug cookie), not otherwise.
     let plain = client
         .get(format!(
             "{}?{SHARED}&en=page_view&ep.event_id=p-1",
@@ -368,10 +370,20 @@ async fn configurable_paths_and_ga4_debug_traffic() {
             "{}?{SHARED}&_dbg=1&en=page_view&ep.event_id=p-2",
             server.url("/t/e")
         ))
+        .header("cookie", "_ga=GA1.1.1; tagbridge_debug=dbg-token")
         .send()
         .await
         .expect("get");
     assert_eq!(dbg.status(), 204);
+    let anyone = client
+        .get(format!(
+            "{}?{SHARED}&_dbg=1&en=page_view&ep.event_id=p-4",
+            server.url("/t/e")
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(anyone.status(), 204);
     let beacon = client
         .post(server.url("/beacon"))
         .json(&json!({"event": "lead", "event_id": "p-3"}))
@@ -382,7 +394,7 @@ async fn configurable_paths_and_ga4_debug_traffic() {
     let log = server.log.clone();
     server.shutdown().await;
     let ids = sorted_ids(&mock).await;
-    assert_eq!(ids.len(), 3);
+    assert_eq!(ids.len(), 4);
     let logged: Vec<(String, String)> = log
         .records()
         .iter()

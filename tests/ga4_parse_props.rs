@@ -58,6 +58,14 @@ fn check_gtag(query: &str, body: &str) {
             assert_eq!((count, limit), (lines, MAX_LINES));
             assert!(lines > MAX_LINES);
         }
+        Err(GtagError::TooManyShared {
+            events,
+            params,
+            limit,
+        }) => {
+            assert_eq!(events, lines);
+            assert!(params * lines.max(1) > limit);
+        }
         Err(GtagError::NoEvents) => {}
     }
 }

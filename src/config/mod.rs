@@ -24,6 +24,7 @@ pub const ENV_PREFIX: &str = "TAGBRIDGE";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub privacy: PrivacyConfig,
     pub queue: QueueConfig,
     pub dispatch: DispatchConfig,
     pub debug: DebugConfig,
@@ -85,6 +86,26 @@ impl Default for PathsConfig {
             gtag: "/g/collect".into(),
             mp: "/mp/collect".into(),
             data: "/data".into(),
+        }
+    }
+}
+
+/// `privacy:` — what is redacted before mapping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Query parameters whose values are replaced by `(redacted)` in `page_location`,
+    /// `page_referrer` and `event_source_url` (default `[email, e-mail, mail, phone, tel,
+    /// mobile]`; e-mail addresses anywhere in those URLs are redacted regardless).
+    pub redact_query_params: Vec<String>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            redact_query_params: ["email", "e-mail", "mail", "phone", "tel", "mobile"]
+                .map(str::to_owned)
+                .to_vec(),
         }
     }
 }

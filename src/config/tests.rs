@@ -64,6 +64,7 @@ fn default_tree() -> Value {
             "paths": {"gtag": "/g/collect", "mp": "/mp/collect", "data": "/data"},
             "ingest_key": ""
         },
+        "privacy": {"redact_query_params": ["email", "e-mail", "mail", "phone", "tel", "mobile"]},
         "queue": {
             "path": "./data/queue",
             "max_bytes": 1_073_741_824_u64,
@@ -424,8 +425,8 @@ fn env_vars_without_the_exact_prefix_are_ignored() {
 fn unknown_top_level_key() {
     assert_eq!(
         error("bogus: 1\n"),
-        "bogus: unknown field `bogus`, expected one of `server`, `queue`, `dispatch`, \
-         `debug`, `logging`, `tags`"
+        "bogus: unknown field `bogus`, expected one of `server`, `privacy`, `queue`, \
+         `dispatch`, `debug`, `logging`, `tags`"
     );
 }
 

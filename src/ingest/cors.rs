@@ -16,11 +16,10 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
-    Json,
 };
 
-use super::AppState;
-use crate::tags::pinterest::registrable_domain;
+use super::{AppState, IngestError};
+use crate::web::{host_of, registrable_domain};
 
 const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
 
@@ -37,7 +36,7 @@ pub fn origin_allowed(origin: &str, allowed: &[String], host: Option<&str>) -> b
     else {
         return false;
     };
-    let Some(host) = host.map(|h| super::strip_port(h).to_ascii_lowercase()) else {
+    let Some(host) = host.and_then(host_of).map(str::to_ascii_lowercase) else {
         return false;
     };
     if origin_host == host {
@@ -73,13 +72,7 @@ pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: N
         .map(|o| origin_allowed(o, &state.config.server.allowed_origins, host.as_deref()))
         .unwrap_or(false);
     if !allowed {
-        metrics::counter!("tagbridge_ingest_rejected_total", "reason" => "origin_not_allowed")
-            .increment(1);
-        return (
-            StatusCode::FORBIDDEN,
-            Json(serde_json::json!({"error": "origin not allowed"})),
-        )
-            .into_response();
+        return IngestError::OriginNotAllowed.into_response();
     }
     if request.method() == Method::OPTIONS {
         let mut response = StatusCode::NO_CONTENT.into_response();

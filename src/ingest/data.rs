@@ -1,10 +1,13 @@
-//! `/data`: JSON beacons (`fetch`, `sendBeacon`, server calls), `ga4-ingest.md` §3.
+//! `/data`: JSON beacons (`fetch`, `sendBeacon`, server calls), the equivalent of stape's
+//! Data Client.
 //!
 //! `POST` takes a JSON object (one event), an array of objects, or `{"events": [...]}`
-//! (other top-level keys of that wrapper are shared by its events); any `Content-Type`,
-//! since `sendBeacon` sends `text/plain`. `GET` takes the event's keys in the query string.
+//! (other top-level keys of that wrapper are shared by its events: read through, never
+//! copied into each); any `Content-Type`, since `sendBeacon` sends `text/plain`. `GET` takes
+//! the event's keys in the query string. The event count is checked while parsing, before
+//! anything is built.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
@@ -13,11 +16,17 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{body, request_context, with_cookies, AppState, IngestError};
-use crate::event::{value_text, EventData};
-use crate::pipeline::Processed;
+use super::{body, with_cookies, AppState, IngestError, RequestInfo};
+use crate::{
+    event::{
+        new_event_id,
+        value::{parse_json, too_many},
+        value_text, EventData, Obj, Val,
+    },
+    pipeline::Processed,
+};
 
 /// Most events one `/data` request may carry.
 pub const MAX_EVENTS: usize = 100;
@@ -26,17 +35,31 @@ pub async fn post(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
+    let info = RequestInfo::new(&state, peer, &headers, query.as_deref().unwrap_or(""));
     let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return state.reject(&info, e),
     };
-    let (objects, many) = match parse_body(&bytes) {
+    let parsed = match parse_body(&bytes) {
         Ok(v) => v,
-        Err(e) => return e.into_response(),
+        Err(e) => return state.reject(&info, e),
     };
-    respond(&state, peer, &headers, objects, many).await
+    let (objects, shared, many) = parsed;
+    let shared = shared.map(|mut s| {
+        s.sort_dedup();
+        s
+    });
+    let events: Vec<EventData<'_>> = objects
+        .into_iter()
+        .map(|o| match &shared {
+            Some(s) => EventData::with_shared(o, s),
+            None => EventData::new(o),
+        })
+        .collect();
+    respond(&state, &info, &headers, events, many).await
 }
 
 pub async fn get(
@@ -45,32 +68,33 @@ pub async fn get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let mut map = Map::new();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        map.insert(k.into_owned(), Value::String(v.into_owned()));
+    let query = query.unwrap_or_default();
+    let info = RequestInfo::new(&state, peer, &headers, &query);
+    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+        form_urlencoded::parse(query.as_bytes()).collect();
+    if pairs.is_empty() {
+        return state.reject(&info, IngestError::NoEvents);
     }
-    if map.is_empty() {
-        return IngestError::NoEvents.into_response();
+    let mut obj = Obj::with_capacity(pairs.len());
+    for (k, v) in &pairs {
+        obj.insert(k.as_ref(), Val::str(v.as_ref()));
     }
-    respond(&state, peer, &headers, vec![map], false).await
+    respond(&state, &info, &headers, vec![EventData::new(obj)], false).await
 }
 
 async fn respond(
     state: &AppState,
-    peer: SocketAddr,
+    info: &RequestInfo<'_>,
     headers: &HeaderMap,
-    objects: Vec<Map<String, Value>>,
+    mut events: Vec<EventData<'_>>,
     many: bool,
 ) -> Response {
-    let req = request_context(headers, None);
-    let client_ip = state.client_ip.resolve(peer.ip(), headers).to_string();
-    let events: Vec<EventData> = objects
-        .into_iter()
-        .map(|o| to_event_data(o, &client_ip, headers))
-        .collect();
-    let outcome = match state.pipeline.run(&events, &req).await {
+    for e in &mut events {
+        canonical_keys(e, info, headers);
+    }
+    let outcome = match state.run(info, &events).await {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => return state.reject(info, e),
     };
     let mut answers: Vec<Value> = outcome
         .events
@@ -96,112 +120,95 @@ fn answer(p: &Processed, waited: bool) -> Value {
     a
 }
 
-/// The body's events, and whether the caller sent several (then the answer is an array).
-fn parse_body(bytes: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), IngestError> {
+/// The body's events, the wrapper's shared keys, and whether the caller sent several (then
+/// the answer is an array).
+type Parsed<'b> = (Vec<Obj<'b>>, Option<Obj<'b>>, bool);
+
+fn parse_body(bytes: &[u8]) -> Result<Parsed<'_>, IngestError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(IngestError::EmptyBody);
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| IngestError::InvalidJson(json_error(&e)))?;
-    let (items, many) = match value {
-        Value::Array(items) => (items, true),
-        Value::Object(mut obj) if matches!(obj.get("events"), Some(Value::Array(_))) => {
-            let Some(Value::Array(items)) = obj.remove("events") else {
+    let value = parse_json(bytes, MAX_EVENTS).map_err(|e| match too_many(&e) {
+        Some(count) => IngestError::TooManyEvents {
+            count,
+            limit: MAX_EVENTS,
+        },
+        None => IngestError::InvalidJson(super::json_error(&e)),
+    })?;
+    let (items, shared, many) = match value {
+        Val::Arr(items) => (items, None, true),
+        Val::Obj(mut obj) if matches!(obj.get("events"), Some(Val::Arr(_))) => {
+            let Some(Val::Arr(items)) = obj.remove("events") else {
                 return Err(IngestError::WrongShape("an object"));
             };
-            // The wrapper's other keys are shared by its events (an event's own key wins).
-            let shared = obj;
-            let items = items
-                .into_iter()
-                .map(|mut item| {
-                    if let Value::Object(m) = &mut item {
-                        for (k, v) in &shared {
-                            m.entry(k.clone()).or_insert_with(|| v.clone());
-                        }
-                    }
-                    item
-                })
-                .collect();
-            (items, true)
+            if items.len() > MAX_EVENTS {
+                return Err(IngestError::TooManyEvents {
+                    count: items.len(),
+                    limit: MAX_EVENTS,
+                });
+            }
+            (items, Some(obj), true)
         }
-        Value::Object(obj) => (vec![Value::Object(obj)], false),
+        Val::Obj(obj) => (vec![Val::Obj(obj)], None, false),
         other => return Err(IngestError::WrongShape(kind(&other))),
     };
-    if items.len() > MAX_EVENTS {
-        return Err(IngestError::TooManyEvents {
-            count: items.len(),
-            limit: MAX_EVENTS,
-        });
-    }
     if items.is_empty() {
         return Err(IngestError::NoEvents);
     }
     let objects = items
         .into_iter()
         .map(|i| match i {
-            Value::Object(m) => Ok(m),
-            other => Err(IngestError::WrongShape(match kind(&other) {
-                "an object" => "an object",
-                _ => "an array element that is not an object",
-            })),
+            Val::Obj(m) => Ok(m),
+            _ => Err(IngestError::WrongShape(
+                "an array element that is not an object",
+            )),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((objects, many))
+    Ok((objects, shared, many))
 }
 
-/// serde_json's message without the input (it names line and column only).
-fn json_error(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Eof => "unexpected end of input",
-        serde_json::error::Category::Syntax => "syntax error",
-        serde_json::error::Category::Data => "unexpected value",
-        serde_json::error::Category::Io => "read error",
-    };
-    format!("{what} at line {} column {}", e.line(), e.column())
-}
-
-fn kind(v: &Value) -> &'static str {
+fn kind(v: &Val<'_>) -> &'static str {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Val::Null => "null",
+        Val::Bool(_) => "a boolean",
+        Val::Num(_) => "a number",
+        Val::Str(_) => "a string",
+        Val::Arr(_) => "an array",
+        Val::Obj(_) => "an object",
     }
 }
 
 /// First key of `keys` with a non-blank value.
-fn first_text(map: &Map<String, Value>, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| map.get(*k).and_then(value_text))
+fn first_text<'e>(e: &'e EventData<'_>, keys: &[&str]) -> Option<Cow<'e, str>> {
+    keys.iter().find_map(|k| e.get(k).and_then(value_text))
 }
 
-/// Fills the canonical event-data keys from their aliases (§3). The object's own keys are
-/// kept as they are.
-fn to_event_data(mut map: Map<String, Value>, client_ip: &str, headers: &HeaderMap) -> EventData {
-    let name = first_text(&map, &["event_name", "eventName", "event", "name"])
-        .unwrap_or_else(|| "Data".to_owned());
-    map.insert("event_name".into(), Value::String(name));
+/// Fills the canonical event-data keys from their aliases (`ga4-ingest` §3). The object's
+/// own keys are kept as they are.
+fn canonical_keys(e: &mut EventData<'_>, info: &RequestInfo<'_>, headers: &HeaderMap) {
+    let name = first_text(e, &["event_name", "eventName", "event", "name"])
+        .map_or_else(|| "Data".to_owned(), Cow::into_owned);
+    e.insert("event_name", Val::string(name));
 
-    if first_text(&map, &["event_id"]).is_none() && first_text(&map, &["transaction_id"]).is_none()
-    {
-        map.insert(
-            "event_id".into(),
-            Value::String(uuid::Uuid::new_v4().to_string()),
-        );
+    if first_text(e, &["event_id"]).is_none() && first_text(e, &["transaction_id"]).is_none() {
+        e.insert("event_id", Val::string(new_event_id()));
     }
-    let ip = first_text(&map, &["ip_override", "ip", "ipOverride"])
-        .unwrap_or_else(|| client_ip.to_owned());
-    map.insert("ip_override".into(), Value::String(ip));
+    // The Data Client's documented IP keys stay, but only a real address counts.
+    let ip = match first_text(e, &["ip_override", "ip", "ipOverride"]) {
+        Some(ip) if ip.parse::<std::net::IpAddr>().is_ok() => ip.into_owned(),
+        Some(_) => {
+            metrics::counter!("tagbridge_ingest_invalid_ip_total").increment(1);
+            info.client_ip.clone()
+        }
+        None => info.client_ip.clone(),
+    };
+    e.insert("ip_override", Val::string(ip));
 
-    let ua = first_text(&map, &["user_agent", "userAgent"]).or_else(|| {
-        headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
+    let ua = first_text(e, &["user_agent", "userAgent"])
+        .map(Cow::into_owned)
+        .or_else(|| info.user_agent.map(str::to_owned));
     if let Some(ua) = ua {
-        map.insert("user_agent".into(), Value::String(ua));
+        e.insert("user_agent", Val::string(ua));
     }
     for (canonical, aliases) in [
         (
@@ -214,24 +221,23 @@ fn to_event_data(mut map: Map<String, Value>, client_ip: &str, headers: &HeaderM
         ),
         ("user_id", &["user_id", "userId"][..]),
     ] {
-        if let Some(v) = first_text(&map, aliases) {
+        if let Some(v) = first_text(e, aliases).map(Cow::into_owned) {
             // A numeric user_id keeps its type (it is hashed from its text either way).
-            if !(canonical == "user_id" && map.get("user_id").is_some_and(|v| v.is_number())) {
-                map.insert(canonical.into(), Value::String(v));
+            if !(canonical == "user_id" && matches!(e.get("user_id"), Some(Val::Num(_)))) {
+                e.insert(canonical, Val::string(v));
             }
         }
     }
-    if first_text(&map, &["language"]).is_none() {
+    if first_text(e, &["language"]).is_none() {
         let lang = headers
             .get(header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().chars().take(2).collect::<String>().to_lowercase())
             .filter(|l| l.len() == 2 && l.chars().all(|c| c.is_ascii_alphabetic()));
         if let Some(l) = lang {
-            map.insert("language".into(), Value::String(l));
+            e.insert("language", Val::string(l));
         }
     }
-    EventData::new(map)
 }
 
 #[cfg(test)]
@@ -251,14 +257,18 @@ mod tests {
             parse_body(b"[1]"),
             Err(IngestError::WrongShape(_))
         ));
-        let (one, many) = parse_body(br#"{"event":"x"}"#).unwrap();
+        let (one, _, many) = parse_body(br#"{"event":"x"}"#).unwrap();
         assert_eq!((one.len(), many), (1, false));
-        let (two, many) =
+        let (two, shared, many) =
             parse_body(br#"{"user_id":"u","events":[{"event":"a"},{"event":"b","user_id":"v"}]}"#)
                 .unwrap();
         assert_eq!((two.len(), many), (2, true));
-        assert_eq!(two[0]["user_id"], "u");
-        assert_eq!(two[1]["user_id"], "v");
+        let mut shared = shared.unwrap();
+        shared.sort_dedup();
+        let a = EventData::with_shared(two[0].clone(), &shared);
+        let b = EventData::with_shared(two[1].clone(), &shared);
+        assert_eq!(a.text("user_id").as_deref(), Some("u"));
+        assert_eq!(b.text("user_id").as_deref(), Some("v"));
         let big = format!("[{}]", vec!["{}"; 101].join(","));
         assert!(matches!(
             parse_body(big.as_bytes()),
@@ -267,30 +277,13 @@ mod tests {
                 limit: 100
             })
         ));
-    }
-
-    #[test]
-    fn aliases_fill_canonical_keys() {
-        let mut h = HeaderMap::new();
-        h.insert(header::USER_AGENT, "UA/1".parse().unwrap());
-        h.insert(header::ACCEPT_LANGUAGE, "de-DE,de;q=0.9".parse().unwrap());
-        let obj = json!({"eventName": "purchase", "pageLocation": "https://x/", "userId": "u1",
-                         "referrer": "https://r/", "transaction_id": "T1"});
-        let Value::Object(m) = obj else {
-            unreachable!()
-        };
-        let e = to_event_data(m, "198.51.100.1", &h);
-        assert_eq!(e.text("event_name").as_deref(), Some("purchase"));
-        assert_eq!(e.text("page_location").as_deref(), Some("https://x/"));
-        assert_eq!(e.text("page_referrer").as_deref(), Some("https://r/"));
-        assert_eq!(e.text("user_id").as_deref(), Some("u1"));
-        assert_eq!(e.text("ip_override").as_deref(), Some("198.51.100.1"));
-        assert_eq!(e.text("user_agent").as_deref(), Some("UA/1"));
-        assert_eq!(e.text("language").as_deref(), Some("de"));
-        // transaction_id present: no generated event_id.
-        assert_eq!(e.get("event_id"), None);
-        let e = to_event_data(Map::new(), "::1", &HeaderMap::new());
-        assert_eq!(e.text("event_name").as_deref(), Some("Data"));
-        assert!(e.text("event_id").is_some());
+        let big = format!(r#"{{"events":[{}],"x":1}}"#, vec!["{}"; 5000].join(","));
+        assert!(matches!(
+            parse_body(big.as_bytes()),
+            Err(IngestError::TooManyEvents {
+                count: 5000,
+                limit: 100
+            })
+        ));
     }
 }

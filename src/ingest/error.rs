@@ -1,11 +1,14 @@
 //! Ingest errors and the status each one gets. One exhaustive `match`: a new variant must
-//! choose its status. Messages name the problem and never echo request data.
+//! choose its status. Messages name the problem and never echo request data. Every refused
+//! request is counted (`tagbridge_ingest_rejected_total{reason}`) and logged here, once.
 
 use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
+
+use super::{gtag_parse::GtagError, mp_parse::MpError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -23,10 +26,21 @@ pub enum IngestError {
     InvalidJson(String),
     #[error("expected a JSON object, an array of objects, or {{\"events\": [...]}}; got {0}")]
     WrongShape(&'static str),
+    /// A Measurement Protocol body of the wrong shape (the message names the field).
+    #[error("{0}")]
+    WrongMpShape(String),
     #[error("too many events in one request: {count} (limit {limit})")]
     TooManyEvents { count: usize, limit: usize },
+    #[error("{0}")]
+    TooManyParameters(String),
     #[error("no event in the request")]
     NoEvents,
+    #[error("the request's events would take {bytes} bytes in the queue, more than its own size allows ({budget})")]
+    Expands { bytes: usize, budget: usize },
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    #[error("too many requests; retry after {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
     #[error("the event queue is full; retry later")]
     QueueFull,
     #[error("the event queue's volume is low on free space; retry later")]
@@ -35,17 +49,47 @@ pub enum IngestError {
     Storage,
 }
 
+impl From<GtagError> for IngestError {
+    fn from(e: GtagError) -> Self {
+        match e {
+            GtagError::NoEvents => IngestError::NoEvents,
+            GtagError::TooManyEvents { count, limit } => {
+                IngestError::TooManyEvents { count, limit }
+            }
+            e @ GtagError::TooManyShared { .. } => IngestError::TooManyParameters(e.to_string()),
+        }
+    }
+}
+
+impl From<MpError> for IngestError {
+    fn from(e: MpError) -> Self {
+        match e {
+            MpError::EmptyBody => IngestError::EmptyBody,
+            MpError::InvalidJson(m) => IngestError::InvalidJson(m),
+            e @ MpError::WrongShape { .. } => IngestError::WrongMpShape(e.to_string()),
+            MpError::NoEvents => IngestError::NoEvents,
+            MpError::TooManyEvents { count, limit } => IngestError::TooManyEvents { count, limit },
+        }
+    }
+}
+
 impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
-            IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyTooLarge { .. } | IngestError::Expands { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             IngestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IngestError::BodyRead
             | IngestError::EmptyBody
             | IngestError::InvalidJson(_)
             | IngestError::WrongShape(_)
+            | IngestError::WrongMpShape(_)
             | IngestError::TooManyEvents { .. }
+            | IngestError::TooManyParameters(_)
             | IngestError::NoEvents => StatusCode::BAD_REQUEST,
+            IngestError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::QueueFull | IngestError::QueueLowDisk | IngestError::Storage => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -60,9 +104,13 @@ impl IngestError {
             IngestError::BodyRead => "body_read",
             IngestError::EmptyBody => "empty_body",
             IngestError::InvalidJson(_) => "invalid_json",
-            IngestError::WrongShape(_) => "wrong_shape",
+            IngestError::WrongShape(_) | IngestError::WrongMpShape(_) => "wrong_shape",
             IngestError::TooManyEvents { .. } => "too_many_events",
+            IngestError::TooManyParameters(_) => "too_many_parameters",
             IngestError::NoEvents => "no_events",
+            IngestError::Expands { .. } => "expands",
+            IngestError::OriginNotAllowed => "origin_not_allowed",
+            IngestError::RateLimited { .. } => "rate_limited",
             IngestError::QueueFull => "queue_full",
             IngestError::QueueLowDisk => "queue_low_disk",
             IngestError::Storage => "storage",
@@ -73,7 +121,7 @@ impl IngestError {
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status();
-        tracing::info!(status = status.as_u16(), reason = self.reason(), error = %self, "Request rejected.");
+        tracing::debug!(status = status.as_u16(), reason = self.reason(), error = %self, "Request rejected.");
         metrics::counter!("tagbridge_ingest_rejected_total", "reason" => self.reason())
             .increment(1);
         let mut response = (
@@ -81,6 +129,7 @@ impl IntoResponse for IngestError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
+        let h = response.headers_mut();
         // Answered before the body was read to its end: the connection cannot be reused, and
         // saying so keeps clients from sending their next request into a closing socket.
         if matches!(
@@ -89,14 +138,18 @@ impl IntoResponse for IngestError {
                 | IngestError::BodyTimeout { .. }
                 | IngestError::BodyRead
         ) {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        match self {
+            IngestError::RateLimited { retry_after_s } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after_s.max(1).to_string()) {
+                    h.insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         response
     }

@@ -8,14 +8,12 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     body::Body,
     extract::{ConnectInfo, RawQuery, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    Json,
 };
-use serde_json::{Map, Value};
 
-use super::{body, gtag_parse, mp_parse, request_context, with_cookies, AppState};
-use crate::event::{EventData, RequestContext};
+use super::{body, gtag_parse, mp_parse, with_cookies, AppState, IngestError, RequestInfo};
+use crate::event::{new_event_id, value_text, EventData, Obj, Val};
 
 /// Cookies copied into `common_cookie` (the first-party ids tags read).
 fn is_common_cookie(name: &str) -> bool {
@@ -26,74 +24,44 @@ fn is_common_cookie(name: &str) -> bool {
         || name.starts_with("_gcl_")
 }
 
-fn gtag_error(e: gtag_parse::GtagError) -> Response {
-    let (status, reason) = match &e {
-        gtag_parse::GtagError::NoEvents => (StatusCode::BAD_REQUEST, "no_events"),
-        gtag_parse::GtagError::TooManyEvents { .. } => (StatusCode::BAD_REQUEST, "too_many_events"),
-    };
-    metrics::counter!("tagbridge_ingest_rejected_total", "reason" => reason).increment(1);
-    (status, Json(serde_json::json!({"error": e.to_string()}))).into_response()
-}
-
-fn mp_error(e: mp_parse::MpError) -> Response {
-    metrics::counter!("tagbridge_ingest_rejected_total", "reason" => "invalid_mp").increment(1);
-    (
-        StatusCode::BAD_REQUEST,
-        Json(serde_json::json!({"error": e.to_string()})),
-    )
-        .into_response()
-}
-
 /// The server-added keys, and a generated `event_id` when the event has neither an
 /// `event_id` nor a `transaction_id` (all tags then use the same id).
-fn enrich(
-    mut map: Map<String, Value>,
-    ip: &str,
-    headers: &HeaderMap,
-    req: &RequestContext,
+fn enrich<'a>(
+    obj: Obj<'a>,
+    ip: &'a str,
+    info: &RequestInfo<'a>,
+    cookies: &Obj<'a>,
     ua_from_header: bool,
-) -> EventData {
-    map.entry("ip_override")
-        .or_insert_with(|| Value::String(ip.to_owned()));
-    if ua_from_header && !map.contains_key("user_agent") {
-        if let Some(ua) = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            map.insert("user_agent".into(), Value::String(ua.to_owned()));
+) -> EventData<'a> {
+    let mut e = EventData::new(obj);
+    if !e.contains("ip_override") {
+        e.insert("ip_override", Val::str(ip));
+    }
+    if ua_from_header && !e.contains("user_agent") {
+        if let Some(ua) = info.user_agent {
+            e.insert("user_agent", Val::str(ua));
         }
     }
-    let cookies: Map<String, Value> = req
-        .cookies
-        .iter()
-        .filter(|(k, _)| is_common_cookie(k))
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
     if !cookies.is_empty() {
-        map.insert("common_cookie".into(), Value::Object(cookies));
+        e.insert("common_cookie", Val::Obj(cookies.clone()));
     }
     let has_id = ["event_id", "transaction_id"]
         .iter()
-        .any(|k| map.get(*k).and_then(crate::event::value_text).is_some());
+        .any(|k| e.get(k).and_then(value_text).is_some());
     if !has_id {
-        map.insert(
-            "event_id".into(),
-            Value::String(uuid::Uuid::new_v4().to_string()),
-        );
+        e.insert("event_id", Val::string(new_event_id()));
     }
-    EventData::new(map)
+    e
 }
 
-async fn run_and_answer(
-    state: &AppState,
-    req: &RequestContext,
-    events: Vec<EventData>,
-) -> Response {
-    match state.pipeline.run(&events, req).await {
-        // GA4 clients read nothing: an empty 204, with the cookies tags set.
-        Ok(outcome) => with_cookies(StatusCode::NO_CONTENT.into_response(), &outcome.cookies),
-        Err(e) => e.into_response(),
+fn common_cookies<'a>(info: &RequestInfo<'a>) -> Obj<'a> {
+    let mut cookies = Obj::new();
+    for (k, v) in &info.ctx.cookies {
+        if is_common_cookie(k) {
+            cookies.insert(*k, Val::str(v));
+        }
     }
+    cookies
 }
 
 pub async fn gtag_get(
@@ -102,7 +70,9 @@ pub async fn gtag_get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    gtag(&state, peer, &headers, &query.unwrap_or_default(), "").await
+    let query = query.unwrap_or_default();
+    let info = RequestInfo::new(&state, peer, &headers, &query);
+    gtag(&state, &info, &query, "").await
 }
 
 pub async fn gtag_post(
@@ -112,57 +82,39 @@ pub async fn gtag_post(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
+    let query = query.unwrap_or_default();
+    let mut info = RequestInfo::new(&state, peer, &headers, &query);
     let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return state.reject(&info, e),
     };
+    info.request_bytes += bytes.len();
     let text = String::from_utf8_lossy(&bytes);
-    gtag(&state, peer, &headers, &query.unwrap_or_default(), &text).await
+    gtag(&state, &info, &query, &text).await
 }
 
-async fn gtag(
-    state: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    query: &str,
-    body: &str,
-) -> Response {
-    let parsed = match gtag_parse::parse(query, body) {
-        Ok(p) => p,
-        Err(e) => return gtag_error(e),
+async fn gtag(state: &AppState, info: &RequestInfo<'_>, query: &str, body: &str) -> Response {
+    let decoded = match gtag_parse::decode(query, body) {
+        Ok(d) => d,
+        Err(e) => return state.reject(info, IngestError::from(e)),
     };
-    if parsed.skipped_lines > 0 {
-        metrics::counter!("tagbridge_ingest_skipped_lines_total")
-            .increment(parsed.skipped_lines as u64);
+    let (objects, skipped) = match decoded.events(info.authenticated) {
+        Ok(e) => e,
+        Err(e) => return state.reject(info, IngestError::from(e)),
+    };
+    if skipped > 0 {
+        metrics::counter!("tagbridge_ingest_skipped_lines_total").increment(skipped as u64);
     }
-    let req = request_context(headers, None);
-    let ip = state.client_ip.resolve(peer.ip(), headers).to_string();
-    let events = parsed
-        .events
+    let cookies = common_cookies(info);
+    let events: Vec<EventData<'_>> = objects
         .into_iter()
-        .map(|m| enrich(m, &ip, headers, &req, true))
+        .map(|o| enrich(o, &info.client_ip, info, &cookies, true))
         .collect();
-    run_and_answer(state, &req, events).await
-}
-
-/// Whether the caller presented the configured ingest key (`X-Tagbridge-Key` header, or
-/// the Measurement Protocol's `api_secret` query parameter).
-fn authenticated(state: &AppState, headers: &HeaderMap, query: &str) -> bool {
-    let key = state.config.server.ingest_key.expose();
-    if key.trim().is_empty() {
-        return false;
+    match state.run(info, &events).await {
+        // GA4 clients read nothing: an empty 204, with the cookies tags set.
+        Ok(outcome) => with_cookies(StatusCode::NO_CONTENT.into_response(), &outcome.cookies),
+        Err(e) => state.reject(info, e),
     }
-    let from_header = headers
-        .get("x-tagbridge-key")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| constant_time_eq(v.as_bytes(), key.as_bytes()));
-    from_header
-        || form_urlencoded::parse(query.as_bytes())
-            .any(|(k, v)| k == "api_secret" && constant_time_eq(v.as_bytes(), key.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn mp_post(
@@ -172,25 +124,34 @@ pub async fn mp_post(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
+    let query = query.unwrap_or_default();
+    let mut info = RequestInfo::new(&state, peer, &headers, &query);
     let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return state.reject(&info, e),
     };
-    let query = query.unwrap_or_default();
-    let parsed = match mp_parse::parse(&bytes, authenticated(&state, &headers, &query)) {
+    info.request_bytes += bytes.len();
+    let parsed = match mp_parse::parse_borrowed(&bytes, info.authenticated) {
         Ok(p) => p,
-        Err(e) => return mp_error(e),
+        Err(e) => return state.reject(&info, IngestError::from(e)),
     };
-    let req = request_context(&headers, None);
-    let ip = parsed
-        .ip_override
-        .clone()
-        .unwrap_or_else(|| state.client_ip.resolve(peer.ip(), &headers).to_string());
+    let ip = match parsed.ip_override.as_deref() {
+        Some(ip) if ip.parse::<std::net::IpAddr>().is_ok() => ip.to_owned(),
+        Some(_) => {
+            metrics::counter!("tagbridge_ingest_invalid_ip_total").increment(1);
+            info.client_ip.clone()
+        }
+        None => info.client_ip.clone(),
+    };
+    let cookies = common_cookies(&info);
     // Server-to-server: the caller's own User-Agent is not the visitor's.
-    let events = parsed
+    let events: Vec<EventData<'_>> = parsed
         .events
         .into_iter()
-        .map(|m| enrich(m, &ip, &headers, &req, false))
+        .map(|o| enrich(o, &ip, &info, &cookies, false))
         .collect();
-    run_and_answer(&state, &req, events).await
+    match state.run(&info, &events).await {
+        Ok(outcome) => with_cookies(StatusCode::NO_CONTENT.into_response(), &outcome.cookies),
+        Err(e) => state.reject(&info, e),
+    }
 }

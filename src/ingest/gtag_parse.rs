@@ -2,7 +2,8 @@
 //! event data (`ga4-ingest.md` §1; wire facts in `reference/ga4-incoming.md`).
 //!
 //! Pure functions: no HTTP, no I/O. The handler adds `ip_override`, `user_agent` and
-//! `common_cookie`.
+//! `common_cookie`. Decoding happens once per request ([`decode`]); each event is built
+//! from the decoded pairs, borrowing their text ([`Decoded::events`]).
 //!
 //! Rules beyond the §1 table (chosen where the spec is silent, each from the reference):
 //!
@@ -19,6 +20,12 @@
 //! - `_x` flags are strings, as the §1 table says (sGTM dumps show `_ee` as `true`).
 //! - Debug traffic: an event with a truthy `_dbg` or `debug_mode` (`ep.`/`epn.`) gets
 //!   `debug_mode: true`.
+//! - `ep.ip_override`, `ep.user_agent` (and their `epn.` forms) are kept only for callers
+//!   that presented the ingest key: a browser must not choose the IP or User-Agent sent
+//!   downstream.
+//! - Limits are checked before anything is built: at most [`MAX_LINES`] events, and at
+//!   most [`MAX_SHARED_COPIES`] URL parameters × events (the URL's parameters are read by
+//!   every event of the request).
 //! - Items: `ca` is `item_category`; `ca2`..`ca5` are `item_category2..5` only after a first
 //!   `ca` part in the same item (gtag sends one `ca` part whose value may start with a digit,
 //!   `ca4K TVs`; Stape's encoder sends `ca` before `ca2`..`ca5`). Within an item the first
@@ -27,18 +34,21 @@
 
 use std::{borrow::Cow, collections::HashSet};
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
-use crate::event::is_truthy;
+use crate::event::{is_truthy, Num, Obj, Val};
 
 /// Most events (non-blank body lines) one request may carry.
 pub const MAX_LINES: usize = 100;
 /// Most items per event (`pr1`..`pr200`); higher `prN` are ignored.
 pub const MAX_ITEMS: usize = 200;
 /// Most distinct keys read from the URL and from each body line (gtag sends well under 300:
-/// ~50 shared, up to 200 `prN`, event parameters); later keys are ignored. It bounds the work
-/// and memory of a request whose URL parameters are copied into each of its 100 events.
+/// ~50 shared, up to 200 `prN`, event parameters); later keys are ignored.
 pub const MAX_PARAMS: usize = 500;
+/// Most (URL parameter, event) pairs one request may make: the URL's parameters are read by
+/// each of its events, so their product bounds the work (legitimate batches stay far below:
+/// 25 events × 60 parameters).
+pub const MAX_SHARED_COPIES: usize = 20_000;
 
 /// Why a `/g/collect` request carries no usable event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,9 +57,18 @@ pub enum GtagError {
     NoEvents,
     #[error("too many events in one request: {count} (limit {limit})")]
     TooManyEvents { count: usize, limit: usize },
+    #[error(
+        "too many URL parameters for {events} events: {params} (limit {limit} parameters × events)"
+    )]
+    TooManyShared {
+        events: usize,
+        params: usize,
+        limit: usize,
+    },
 }
 
-/// The events of one request, and how many body lines were not events (no `en`).
+/// The events of one request (owned, as JSON objects: tools and tests), and how many body
+/// lines were not events (no `en`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GtagParse {
     pub events: Vec<Map<String, Value>>,
@@ -72,17 +91,24 @@ pub fn encode_pairs(pairs: &[(String, String)]) -> String {
         .finish()
 }
 
-/// Parses a `/g/collect` request: `query` is the URL's query string (without `?`), `body`
-/// the request body as text (may be empty).
-///
-/// The URL's parameters are shared; each non-blank body line (trimmed, so `\r\n` works) is one
-/// event whose keys replace the URL's; an empty or blank body is one event from the URL alone.
-/// A line whose merged parameters have no `en` is skipped and counted.
+type Pair<'q> = (Cow<'q, str>, Cow<'q, str>);
+
+/// A request decoded once: the URL's pairs and each body line's pairs.
+#[derive(Debug)]
+pub struct Decoded<'q> {
+    shared: Vec<Pair<'q>>,
+    lines: Vec<Vec<Pair<'q>>>,
+}
+
+/// Decodes a `/g/collect` request: `query` is the URL's query string (without `?`), `body`
+/// the request body as text (may be empty). Each non-blank body line (trimmed, so `\r\n`
+/// works) is one event whose keys replace the URL's; an empty or blank body is one event
+/// from the URL alone.
 ///
 /// # Errors
 /// [`GtagError::TooManyEvents`] for more than [`MAX_LINES`] non-blank lines,
-/// [`GtagError::NoEvents`] when no event is left.
-pub fn parse(query: &str, body: &str) -> Result<GtagParse, GtagError> {
+/// [`GtagError::TooManyShared`] past [`MAX_SHARED_COPIES`].
+pub fn decode<'q>(query: &'q str, body: &'q str) -> Result<Decoded<'q>, GtagError> {
     let lines = || body.split('\n').map(str::trim).filter(|l| !l.is_empty());
     let count = lines().count();
     if count > MAX_LINES {
@@ -92,51 +118,100 @@ pub fn parse(query: &str, body: &str) -> Result<GtagParse, GtagError> {
         });
     }
     let shared = first_values(query);
-    let mut events = Vec::with_capacity(count.max(1));
-    let mut skipped_lines = 0;
-    if count == 0 {
-        if let Some(event) = build_event(shared.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))) {
-            events.push(event);
-        }
-    } else {
-        for line in lines() {
-            let own = first_values(line);
-            let own_keys: HashSet<&str> = own.iter().map(|(k, _)| k.as_ref()).collect();
-            let merged = own
-                .iter()
-                .chain(
-                    shared
+    if shared.len().saturating_mul(count.max(1)) > MAX_SHARED_COPIES {
+        return Err(GtagError::TooManyShared {
+            events: count,
+            params: shared.len(),
+            limit: MAX_SHARED_COPIES,
+        });
+    }
+    Ok(Decoded {
+        shared,
+        lines: lines().map(first_values).collect(),
+    })
+}
+
+impl<'q> Decoded<'q> {
+    /// The events, each from its line's pairs plus the URL's (a line's key wins). A line
+    /// whose merged parameters have no `en` is skipped and counted. `trusted`: the caller
+    /// presented the ingest key (then `ep.ip_override`/`ep.user_agent` count).
+    ///
+    /// # Errors
+    /// [`GtagError::NoEvents`] when no event is left.
+    pub fn events<'p>(&'p self, trusted: bool) -> Result<(Vec<Obj<'p>>, usize), GtagError> {
+        let mut events = Vec::with_capacity(self.lines.len().max(1));
+        let mut skipped = 0;
+        let pairs = |p: &'p Pair<'q>| (p.0.as_ref(), p.1.as_ref());
+        if self.lines.is_empty() {
+            if let Some(e) = build_event(self.shared.iter().map(pairs), trusted) {
+                events.push(e);
+            }
+        } else {
+            for own in &self.lines {
+                let merged = own.iter().map(pairs).chain(
+                    self.shared
                         .iter()
-                        .filter(|(k, _)| !own_keys.contains(k.as_ref())),
-                )
-                .map(|(k, v)| (k.as_ref(), v.as_ref()));
-            match build_event(merged) {
-                Some(event) => events.push(event),
-                None => skipped_lines += 1,
+                        .filter(|(k, _)| !own.iter().any(|(o, _)| o == k))
+                        .map(pairs),
+                );
+                match build_event(merged, trusted) {
+                    Some(e) => events.push(e),
+                    None => skipped += 1,
+                }
             }
         }
+        if events.is_empty() {
+            return Err(GtagError::NoEvents);
+        }
+        Ok((events, skipped))
     }
-    if events.is_empty() {
-        return Err(GtagError::NoEvents);
-    }
+}
+
+/// Parses a request into owned JSON objects (tools and tests; the handler uses [`decode`]
+/// and [`Decoded::events`], which borrow). Parameters that only the ingest key may set are
+/// kept, as for a trusted caller.
+///
+/// # Errors
+/// As [`decode`] and [`Decoded::events`].
+pub fn parse(query: &str, body: &str) -> Result<GtagParse, GtagError> {
+    let decoded = decode(query, body)?;
+    let (events, skipped_lines) = decoded.events(true)?;
     Ok(GtagParse {
-        events,
+        events: events
+            .iter()
+            .map(|o| match o.to_json() {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            })
+            .collect(),
         skipped_lines,
     })
 }
 
-type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
-
 /// The decoded pairs of a query string, the first value of each key only, in order; at
 /// most [`MAX_PARAMS`] keys.
 fn first_values(input: &str) -> Vec<Pair<'_>> {
-    let mut seen: HashSet<Cow<'_, str>> = HashSet::new();
-    let mut out = Vec::new();
+    let mut out: Vec<Pair<'_>> = Vec::new();
+    let mut seen: Option<HashSet<Cow<'_, str>>> = None;
     for (k, v) in form_urlencoded::parse(input.as_bytes()) {
         if out.len() == MAX_PARAMS {
             break;
         }
-        if seen.insert(k.clone()) {
+        // Small requests (the common case) check by scanning; large ones with a set.
+        let new = match &mut seen {
+            Some(set) => set.insert(k.clone()),
+            None => {
+                let new = !out.iter().any(|(o, _)| *o == k);
+                if out.len() >= 32 {
+                    seen = Some(out.iter().map(|(o, _)| o.clone()).collect());
+                }
+                new
+            }
+        };
+        if new {
+            if let Some(set) = &mut seen {
+                set.insert(k.clone());
+            }
             out.push((k, v));
         }
     }
@@ -202,20 +277,6 @@ fn hint_field(key: &str) -> Option<&'static str> {
     })
 }
 
-/// A finite JSON number from text: integers stay integers (`"42"` → 42), others are floats
-/// (`"19.99"` → 19.99). `None` for anything else (`"abc"`, `"NaN"`, `"inf"`, `""`).
-fn parse_number(text: &str) -> Option<Number> {
-    let t = text.trim();
-    if let Ok(i) = t.parse::<i64>() {
-        return Some(Number::from(i));
-    }
-    if let Ok(u) = t.parse::<u64>() {
-        return Some(Number::from(u));
-    }
-    // Rust's float grammar also takes `inf`/`NaN`: only finite values pass `from_f64`.
-    t.parse::<f64>().ok().and_then(Number::from_f64)
-}
-
 /// The item position of a `prN` key: `Some(Some(n))` for N = 1..=200 (decimal, no leading
 /// zero), `Some(None)` for any other `pr<digits>` key (ignored), `None` for non-item keys.
 fn item_slot(key: &str) -> Option<Option<usize>> {
@@ -229,51 +290,68 @@ fn item_slot(key: &str) -> Option<Option<usize>> {
     Some(digits.parse::<usize>().ok().filter(|n| *n <= MAX_ITEMS))
 }
 
+/// Keys only a caller with the ingest key may set through event parameters.
+fn reserved(name: &str) -> bool {
+    matches!(name, "ip_override" | "user_agent")
+}
+
 /// One event's data from its merged parameters (each key once). `None` without an `en`.
-fn build_event<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Map<String, Value>> {
-    let mut out = Map::new();
-    let mut ep: Vec<(&str, &str)> = Vec::new();
-    let mut epn: Vec<(&str, &str)> = Vec::new();
-    let mut user_props = Map::new();
-    let mut user_props_num: Vec<(&str, Number)> = Vec::new();
-    let mut system = Map::new();
-    let mut sst = Map::new();
-    let mut hints = Map::new();
-    let mut items: Vec<(usize, &str)> = Vec::new();
+///
+/// Entries are collected weakest first (`ep.`, then `epn.`, then mapped parameters, then
+/// the objects built here, then `debug_mode`) and the event keeps the last of each key.
+fn build_event<'p>(
+    params: impl Iterator<Item = (&'p str, &'p str)>,
+    trusted: bool,
+) -> Option<Obj<'p>> {
+    let mut ep: Vec<(&'p str, &'p str)> = Vec::new();
+    let mut epn: Vec<(&'p str, Num)> = Vec::new();
+    let mut plain: Vec<(Cow<'p, str>, Val<'p>)> = Vec::new();
+    let mut user_props = Obj::new();
+    let mut user_props_num: Vec<(&'p str, Num)> = Vec::new();
+    let mut system = Obj::new();
+    let mut sst = Obj::new();
+    let mut hints = Obj::new();
+    let mut items: Vec<(usize, &'p str)> = Vec::new();
+    let mut has_name = false;
 
     for (key, value) in params {
         if let Some(target) = plain_target(key) {
             match target {
                 Target::Text(name) => {
-                    out.insert(name.to_owned(), Value::String(value.to_owned()));
+                    if name == "event_name" {
+                        has_name = !value.trim().is_empty();
+                    }
+                    plain.push((Cow::Borrowed(name), Val::str(value)));
                 }
                 Target::Number(name) => {
-                    if let Some(n) = parse_number(value) {
-                        out.insert(name.to_owned(), Value::Number(n));
+                    if let Some(n) = Num::parse(value) {
+                        plain.push((Cow::Borrowed(name), Val::Num(n)));
                     }
                 }
             }
         } else if let Some(field) = hint_field(key) {
-            hints.insert(field.to_owned(), hint_value(field, value));
+            hints.push(field, hint_value(field, value));
         } else if let Some(name) = key.strip_prefix("ep.") {
-            if !name.is_empty() {
+            if !name.is_empty() && (trusted || !reserved(name)) {
                 ep.push((name, value));
             }
         } else if let Some(name) = key.strip_prefix("epn.") {
-            if !name.is_empty() {
-                epn.push((name, value));
+            if !name.is_empty() && (trusted || !reserved(name)) {
+                if let Some(n) = Num::parse(value) {
+                    epn.push((name, n));
+                }
             }
         } else if let Some(name) = key.strip_prefix("up.") {
             if !name.is_empty() {
-                user_props.insert(name.to_owned(), Value::String(value.to_owned()));
+                user_props.push(name, Val::str(value));
             }
         } else if let Some(name) = key.strip_prefix("upn.") {
-            if let (false, Some(n)) = (name.is_empty(), parse_number(value)) {
+            if let (false, Some(n)) = (name.is_empty(), Num::parse(value)) {
                 user_props_num.push((name, n));
             }
         } else if let Some(name) = key.strip_prefix("sst.") {
             if !name.is_empty() {
-                sst.insert(name.to_owned(), Value::String(value.to_owned()));
+                sst.push(name, Val::str(value));
             }
         } else if let Some(slot) = item_slot(key) {
             if let Some(n) = slot {
@@ -281,90 +359,85 @@ fn build_event<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Option<M
             }
         } else if let Some(name) = key.strip_prefix('_') {
             if !name.is_empty() {
-                system.insert(name.to_owned(), Value::String(value.to_owned()));
+                system.push(name, Val::str(value));
             }
         } else if !key.is_empty() {
-            out.insert(format!("x-ga-mp2-{key}"), Value::String(value.to_owned()));
+            plain.push((Cow::Owned(format!("x-ga-mp2-{key}")), Val::str(value)));
         }
     }
-
-    if out
-        .get("event_name")
-        .and_then(Value::as_str)
-        .is_none_or(|n| n.trim().is_empty())
-    {
+    if !has_name {
         return None;
     }
 
+    let mut out: Vec<(Cow<'p, str>, Val<'p>)> =
+        Vec::with_capacity(ep.len() + epn.len() + plain.len() + 6);
+    out.extend(ep.into_iter().map(|(k, v)| (Cow::Borrowed(k), Val::str(v))));
+    out.extend(
+        epn.into_iter()
+            .map(|(k, n)| (Cow::Borrowed(k), Val::Num(n))),
+    );
+    out.extend(plain);
     items.sort_unstable_by_key(|(n, _)| *n);
-    let items: Vec<Value> = items
+    let items: Vec<Val<'p>> = items
         .into_iter()
-        .filter_map(|(_, v)| parse_item(v).map(Value::Object))
+        .filter_map(|(_, v)| parse_item(v).map(Val::Obj))
         .collect();
     if !items.is_empty() {
-        out.insert("items".to_owned(), Value::Array(items));
+        out.push((Cow::Borrowed("items"), Val::Arr(items)));
     }
     // `upn.NAME` beats `up.NAME`.
     for (name, n) in user_props_num {
-        user_props.insert(name.to_owned(), Value::Number(n));
+        user_props.insert(name, Val::Num(n));
     }
     let debug = system.get("dbg").is_some_and(is_truthy);
-    for (key, map) in [
+    for (key, obj) in [
         ("x-ga-mp2-user_properties", user_props),
         ("x-ga-system_properties", system),
         ("x-sst-system_properties", sst),
         ("client_hints", hints),
     ] {
-        if !map.is_empty() {
-            out.insert(key.to_owned(), Value::Object(map));
+        if !obj.is_empty() {
+            out.push((Cow::Borrowed(key), Val::Obj(obj)));
         }
     }
-    // Event parameters fill what the mapped parameters left: `epn` first, then `ep`.
-    for (name, value) in epn {
-        if let Some(n) = parse_number(value) {
-            out.entry(name.to_owned()).or_insert(Value::Number(n));
-        }
+    let debug_param = out
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "debug_mode")
+        .is_some_and(|(_, v)| is_truthy(v));
+    if debug || debug_param {
+        out.push((Cow::Borrowed("debug_mode"), Val::Bool(true)));
     }
-    for (name, value) in ep {
-        out.entry(name.to_owned())
-            .or_insert_with(|| Value::String(value.to_owned()));
-    }
-    if debug || out.get("debug_mode").is_some_and(is_truthy) {
-        out.insert("debug_mode".to_owned(), Value::Bool(true));
-    }
-    Some(out)
+    Some(Obj(out))
 }
 
 /// A client-hint value: `mobile`/`wow64` as booleans, `full_version_list` as
 /// `[{brand, version}]` (each part percent-decoded once more: gtag encodes it twice).
-fn hint_value(field: &str, value: &str) -> Value {
+fn hint_value<'p>(field: &str, value: &'p str) -> Val<'p> {
     match field {
-        "mobile" | "wow64" => Value::Bool(value.trim() == "1"),
-        "full_version_list" => Value::Array(
+        "mobile" | "wow64" => Val::Bool(value.trim() == "1"),
+        "full_version_list" => Val::Arr(
             value
                 .split('|')
                 .filter(|e| !e.is_empty())
                 .map(|entry| {
                     let (brand, version) = entry.split_once(';').unwrap_or((entry, ""));
-                    let mut m = Map::new();
-                    m.insert("brand".into(), Value::String(percent_decode_lossy(brand)));
-                    m.insert(
-                        "version".into(),
-                        Value::String(percent_decode_lossy(version)),
-                    );
-                    Value::Object(m)
+                    let mut m = Obj::with_capacity(2);
+                    m.push("brand", Val::Str(percent_decode_lossy(brand)));
+                    m.push("version", Val::Str(percent_decode_lossy(version)));
+                    Val::Obj(m)
                 })
                 .collect(),
         ),
-        _ => Value::String(value.to_owned()),
+        _ => Val::str(value),
     }
 }
 
 /// Percent-decoding only (no `+`): a bad escape keeps its text, bad UTF-8 becomes U+FFFD.
-fn percent_decode_lossy(text: &str) -> String {
+fn percent_decode_lossy(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     if !bytes.contains(&b'%') {
-        return text.to_owned();
+        return Cow::Borrowed(text);
     }
     let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
@@ -381,7 +454,7 @@ fn percent_decode_lossy(text: &str) -> String {
         out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Item field of a two-letter item key.
@@ -415,8 +488,8 @@ fn item_field(key: &str) -> Option<(&'static str, bool)> {
 }
 
 /// One `prN` value (already URL-decoded) → item object; `None` without `id` and `nm`.
-fn parse_item(value: &str) -> Option<Map<String, Value>> {
-    let mut item = Map::new();
+fn parse_item(value: &str) -> Option<Obj<'_>> {
+    let mut item = Obj::with_capacity(8);
     let mut custom_keys: [Option<&str>; 10] = [None; 10];
     let mut custom_values: [Option<&str>; 10] = [None; 10];
     let mut seen_ca = false;
@@ -469,16 +542,16 @@ fn parse_item(value: &str) -> Option<Map<String, Value>> {
             continue;
         }
         if numeric {
-            if let Some(n) = parse_number(rest) {
-                item.insert(field.to_owned(), Value::Number(n));
+            if let Some(n) = Num::parse(rest) {
+                item.push(field, Val::Num(n));
             }
         } else {
-            item.insert(field.to_owned(), Value::String(rest.to_owned()));
+            item.push(field, Val::str(rest));
         }
     }
     let named = |f: &str| {
         item.get(f)
-            .and_then(Value::as_str)
+            .and_then(Val::as_str)
             .is_some_and(|s| !s.is_empty())
     };
     if !named("item_id") && !named("item_name") {
@@ -486,9 +559,8 @@ fn parse_item(value: &str) -> Option<Map<String, Value>> {
     }
     for (k, v) in custom_keys.iter().zip(custom_values.iter()) {
         if let (Some(k), Some(v)) = (k, v) {
-            if !k.is_empty() {
-                item.entry((*k).to_owned())
-                    .or_insert_with(|| Value::String((*v).to_owned()));
+            if !k.is_empty() && !item.contains_key(k) {
+                item.push(*k, Val::str(v));
             }
         }
     }

@@ -1,11 +1,15 @@
-//! Ingest: HTTP requests → event data → tags → dispatch, and the answer to the caller.
+//! Ingest: HTTP requests → [`EventData`] → the pipeline, and the answer to the caller.
 //!
-//! Each endpoint module (`data`, later `gtag` and `mp`) only turns its request format into
-//! [`EventData`]s; [`Pipeline::run`] does the rest the same way for all of them.
+//! Each endpoint module (`data`, `ga4` with its parsers `gtag_parse` and `mp_parse`) only
+//! turns its request format into event data; [`AppState::run`] hands it to the
+//! [`Pipeline`](crate::pipeline::Pipeline) the same way for all of them, and
+//! [`AppState::reject`] is the one way a request is refused (an [`IngestError`], counted,
+//! logged, shown on the debug page).
 //!
 //! Answer policy: an event that is queued, or skipped on purpose (trigger, consent, dry
-//! run), is a success for the caller. 4xx is only for malformed input. 503 (with
-//! `Retry-After`) only when the dispatcher cannot take more events or the gateway drains.
+//! run), is a success for the caller. 4xx is only for malformed or oversized input (and 403
+//! for a foreign origin, 429 past the rate limit). 503 (with `Retry-After`) only when the
+//! queue cannot take events or the gateway drains.
 
 mod body;
 mod client_ip;
@@ -15,13 +19,12 @@ pub mod error;
 mod ga4;
 pub mod gtag_parse;
 pub mod mp_parse;
+pub mod privacy;
 
-use std::{sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use axum::{
-    extract::State,
-    http::{header, HeaderMap, StatusCode},
-    response::IntoResponse,
+    http::{header, HeaderMap},
     routing::get,
     Router,
 };
@@ -31,10 +34,12 @@ pub use error::IngestError;
 
 use crate::{
     config::Config,
-    event::{new_trace_id, RequestContext},
+    event::{new_trace_id, EventData, RequestContext},
     health::Health,
-    pipeline::Pipeline,
+    pipeline::{Outcome, Pipeline},
+    support::Secret,
     tags::SetCookie,
+    web::host_of,
 };
 
 /// Everything the handlers share.
@@ -43,32 +48,113 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub client_ip: ClientIpResolver,
     pub health: Arc<Health>,
+    pub redactor: privacy::Redactor,
 }
 
-/// What every handler reads from the request besides its body.
-pub(crate) fn request_context(headers: &HeaderMap, host_from_uri: Option<&str>) -> RequestContext {
-    let cookies = headers
+/// What every handler reads from the request besides its body, borrowed from its headers.
+pub struct RequestInfo<'h> {
+    /// The resolved client address (after trusted proxies).
+    pub client_ip: String,
+    pub user_agent: Option<&'h str>,
+    /// The caller presented the ingest key (`X-Tagbridge-Key` or MP `api_secret`).
+    pub authenticated: bool,
+    /// Bytes of the request: URL, headers and (once read) body. What the request may put
+    /// into the queue is bounded by it.
+    pub request_bytes: usize,
+    pub ctx: RequestContext<'h>,
+}
+
+impl<'h> RequestInfo<'h> {
+    pub fn new(state: &AppState, peer: SocketAddr, headers: &'h HeaderMap, query: &str) -> Self {
+        let server = &state.config.server;
+        let authenticated = authenticated(&server.ingest_key, headers, query);
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        RequestInfo {
+            client_ip: state.client_ip.resolve(peer.ip(), headers).to_string(),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+            authenticated,
+            request_bytes: query.len() + header_bytes + 64,
+            ctx: request_context(headers, &state.config.debug.token),
+        }
+    }
+}
+
+impl AppState {
+    /// Hands the events to the pipeline (after privacy redaction).
+    ///
+    /// # Errors
+    /// When the queue refuses them or the request would expand past its budget.
+    pub async fn run(
+        &self,
+        info: &RequestInfo<'_>,
+        events: &[EventData<'_>],
+    ) -> Result<Outcome, IngestError> {
+        let redacted: Vec<EventData<'_>>;
+        let events = if events.iter().any(|e| self.redactor.needed(e)) {
+            redacted = events.iter().map(|e| self.redactor.apply(e)).collect();
+            &redacted
+        } else {
+            events
+        };
+        self.pipeline
+            .run(events, &info.ctx, info.request_bytes)
+            .await
+    }
+
+    /// The one way a request is refused: counted and logged by the error itself.
+    pub fn reject(&self, _info: &RequestInfo<'_>, error: IngestError) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(error)
+    }
+}
+
+/// Whether the caller presented the configured ingest key (`X-Tagbridge-Key` header, or
+/// the Measurement Protocol's `api_secret` query parameter).
+fn authenticated(key: &Secret, headers: &HeaderMap, query: &str) -> bool {
+    let key = key.expose();
+    if key.trim().is_empty() {
+        return false;
+    }
+    let from_header = headers
+        .get("x-tagbridge-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| constant_time_eq(v.as_bytes(), key.as_bytes()));
+    from_header
+        || form_urlencoded::parse(query.as_bytes())
+            .any(|(k, v)| k == "api_secret" && constant_time_eq(v.as_bytes(), key.as_bytes()))
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The request context tags read: cookies, host, referer, the trace id, and whether the
+/// request is debug traffic (a debug header or cookie carrying `debug.token`).
+pub(crate) fn request_context<'h>(
+    headers: &'h HeaderMap,
+    debug_token: &Secret,
+) -> RequestContext<'h> {
+    let cookies: Vec<(&str, &str)> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;
-            let v = v.trim().trim_matches('"');
-            Some((k.trim().to_owned(), v.to_owned()))
+            Some((k.trim(), v.trim().trim_matches('"')))
         })
+        .take(64)
         .collect();
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or(host_from_uri)
-        .map(strip_port);
-    let referer = headers
-        .get(header::REFERER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let debug =
-        headers.contains_key("x-tagbridge-debug") || headers.contains_key("x-gtm-server-preview");
+        .and_then(host_of);
+    let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+    let (debug, debug_allowed) = debug_switches(headers, &cookies, debug_token);
     let trace_id = trace_id(headers).unwrap_or_else(new_trace_id);
     RequestContext {
         received_at: SystemTime::now(),
@@ -76,20 +162,33 @@ pub(crate) fn request_context(headers: &HeaderMap, host_from_uri: Option<&str>) 
         host,
         referer,
         debug,
+        debug_allowed,
         trace_id,
     }
 }
 
-pub(crate) fn strip_port(host: &str) -> String {
-    let h = host.trim();
-    if let Some(rest) = h.strip_prefix('[') {
-        // [v6]:port
-        return rest.split(']').next().unwrap_or(rest).to_owned();
+/// Name of the cookie that can carry the debug token (set by the debug page).
+pub const DEBUG_COOKIE: &str = "tagbridge_debug";
+
+/// Client-side debug switches count only when they carry `debug.token`: nobody else can
+/// switch on request logging. Returns (debug traffic, debug allowed): a header
+/// (`X-Tagbridge-Debug: <token>`, `X-Gtm-Server-Preview: <token>`) makes the whole request
+/// debug traffic; the debug cookie with the token lets events that flag themselves
+/// (`debug_mode`, GA4's `_dbg`) count. Without a token configured, nothing is debug traffic.
+fn debug_switches(headers: &HeaderMap, cookies: &[(&str, &str)], token: &Secret) -> (bool, bool) {
+    let token = token.expose().trim();
+    if token.is_empty() {
+        return (false, false);
     }
-    match h.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_owned(),
-        _ => h.to_owned(),
-    }
+    let carries = |v: &str| constant_time_eq(v.trim().as_bytes(), token.as_bytes());
+    let header = ["x-tagbridge-debug", "x-gtm-server-preview"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .any(carries);
+    let cookie = cookies
+        .iter()
+        .any(|(k, v)| *k == DEBUG_COOKIE && carries(v));
+    (header, header || cookie)
 }
 
 /// The trace id of a W3C `traceparent` or Google's `X-Cloud-Trace-Context`, if valid.
@@ -108,6 +207,17 @@ fn trace_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// serde_json's message without the input (it names line and column only).
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected value",
+        serde_json::error::Category::Io => "read error",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 /// Adds `Set-Cookie` headers to a response.
 pub(crate) fn with_cookies(
     mut response: axum::response::Response,
@@ -121,56 +231,12 @@ pub(crate) fn with_cookies(
     response
 }
 
-/// The gateway's routes.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The ingest routes (CORS applies to them).
+pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let paths = state.config.server.paths.clone();
-    // Make sure the recorder exists before the first request counts anything.
-    let _ = crate::telemetry::prometheus();
-    let ingest = Router::new()
+    Router::new()
         .route(&paths.data, get(data::get).post(data::post))
         .route(&paths.gtag, get(ga4::gtag_get).post(ga4::gtag_post))
         .route(&paths.mp, axum::routing::post(ga4::mp_post))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            cors::layer,
-        ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .merge(ingest)
-        .layer(axum::middleware::from_fn(count_requests))
-        .with_state(state)
-}
-
-/// Counts requests by route (the configured path, never the raw URL) and status.
-async fn count_requests(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    metrics::counter!("tagbridge_http_requests_total", "route" => route, "status" => response.status().as_u16().to_string()).increment(1);
-    response
-}
-
-async fn metrics_text() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::prometheus().render(),
-    )
-}
-
-async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, "ok")
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    match state.health.readiness(&state.pipeline.queue) {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
-    }
+        .route_layer(axum::middleware::from_fn_with_state(state, cors::layer))
 }

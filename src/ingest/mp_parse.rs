@@ -10,7 +10,11 @@
 //! `consent_state.ad_storage`, `x-ga-mp2-user_properties`.
 //! Errors name the offending field by its path and never echo input values.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
+
+use crate::event::{value::parse_json, Obj, Val};
 
 /// Most events one Measurement Protocol request may carry.
 pub const MAX_EVENTS: usize = 25;
@@ -35,12 +39,20 @@ pub enum MpError {
     TooManyEvents { count: usize, limit: usize },
 }
 
-/// The events of one request.
+/// The events of one request (owned, as JSON objects: tools and tests).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MpParse {
     pub events: Vec<Map<String, Value>>,
     /// The body's `ip_override`, only when the request was `authenticated`.
     pub ip_override: Option<String>,
+}
+
+/// The events of one request, borrowing from its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MpEvents<'b> {
+    pub events: Vec<Obj<'b>>,
+    /// The body's `ip_override`, only when the request was `authenticated`.
+    pub ip_override: Option<Cow<'b, str>>,
 }
 
 fn wrong(path: impl Into<String>, expected: &'static str) -> MpError {
@@ -51,35 +63,55 @@ fn wrong(path: impl Into<String>, expected: &'static str) -> MpError {
 }
 
 /// An optional object field: absent or `null` → `None`; an object → `Some`; else an error.
-fn object_field<'a>(
-    parent: &'a Map<String, Value>,
+fn object_field<'v, 'b>(
+    parent: &'v Obj<'b>,
     key: &str,
     path: impl FnOnce() -> String,
-) -> Result<Option<&'a Map<String, Value>>, MpError> {
+) -> Result<Option<&'v Obj<'b>>, MpError> {
     match parent.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
+        None | Some(Val::Null) => Ok(None),
+        Some(Val::Obj(m)) => Ok(Some(m)),
         Some(_) => Err(wrong(path(), "an object")),
     }
 }
 
+/// Parses a Measurement Protocol body into owned JSON objects (tools and tests; the
+/// handler uses [`parse_borrowed`]).
+///
+/// # Errors
+/// As [`parse_borrowed`].
+pub fn parse(body: &[u8], authenticated: bool) -> Result<MpParse, MpError> {
+    let p = parse_borrowed(body, authenticated)?;
+    Ok(MpParse {
+        events: p
+            .events
+            .iter()
+            .map(|o| match o.to_json() {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            })
+            .collect(),
+        ip_override: p.ip_override.map(Cow::into_owned),
+    })
+}
+
 /// Parses a Measurement Protocol body. `authenticated`: the request carried the configured
-/// ingest key, so the body's `ip_override` is trusted.
+/// ingest key, so the body's `ip_override` and event parameters `ip_override` and
+/// `user_agent` are trusted (without it they are dropped).
 ///
 /// # Errors
 /// [`MpError`] when the body is empty, not JSON, not the MP shape, has no event, or more
-/// than [`MAX_EVENTS`].
-pub fn parse(body: &[u8], authenticated: bool) -> Result<MpParse, MpError> {
+/// than [`MAX_EVENTS`]. The counts are checked before any event is built.
+pub fn parse_borrowed(body: &[u8], authenticated: bool) -> Result<MpEvents<'_>, MpError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(MpError::EmptyBody);
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| MpError::InvalidJson(json_error(&e)))?;
-    let Value::Object(root) = value else {
+    let value = parse_json(body, usize::MAX).map_err(|e| MpError::InvalidJson(json_error(&e)))?;
+    let Val::Obj(root) = value else {
         return Err(wrong("body", "a JSON object"));
     };
     let events = match root.get("events") {
-        Some(Value::Array(events)) => events,
+        Some(Val::Arr(events)) => events,
         _ => return Err(wrong("events", "an array of event objects")),
     };
     if events.len() > MAX_EVENTS {
@@ -94,19 +126,20 @@ pub fn parse(body: &[u8], authenticated: bool) -> Result<MpParse, MpError> {
 
     let user_properties = object_field(&root, "user_properties", || "user_properties".into())?
         .map(|props| {
-            props
-                .iter()
-                .filter_map(|(name, p)| match p.get("value") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some((name.clone(), v.clone())),
-                })
-                .collect::<Map<String, Value>>()
+            let mut out = Obj::new();
+            for (name, p) in props.iter() {
+                match p.get("value") {
+                    None | Some(Val::Null) => {}
+                    Some(v) => out.insert(name.to_owned(), v.clone()),
+                }
+            }
+            out
         })
         .filter(|m| !m.is_empty());
     let user_data = object_field(&root, "user_data", || "user_data".into())?.map(user_data_copy);
     let ad_storage = object_field(&root, "consent", || "consent".into())?
         .and_then(|c| c.get("ad_user_data"))
-        .and_then(Value::as_str)
+        .and_then(Val::as_str)
         .and_then(|s| match s.trim().to_ascii_uppercase().as_str() {
             "GRANTED" => Some(true),
             "DENIED" => Some(false),
@@ -116,20 +149,24 @@ pub fn parse(body: &[u8], authenticated: bool) -> Result<MpParse, MpError> {
 
     let mut out = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
-        let Value::Object(event) = event else {
+        let Val::Obj(event) = event else {
             return Err(wrong(format!("events[{i}]"), "an object"));
         };
         let name = match event.get("name") {
-            Some(Value::String(n)) if !n.trim().is_empty() => n,
+            Some(Val::Str(n)) if !n.trim().is_empty() => n,
             _ => return Err(wrong(format!("events[{i}].name"), "a non-empty string")),
         };
         let mut data = object_field(event, "params", || format!("events[{i}].params"))?
             .cloned()
             .unwrap_or_default();
-        data.insert("event_name".into(), Value::String(name.clone()));
+        if !authenticated {
+            // A server without the key cannot set the visitor's address or browser.
+            data.retain(|(k, _)| k != "ip_override" && k != "user_agent");
+        }
+        data.insert("event_name", Val::Str(name.clone()));
         for key in ["client_id", "user_id"] {
             if let Some(v) = present(key) {
-                data.insert(key.into(), v.clone());
+                data.insert(key, v.clone());
             }
         }
         if let Some(ts) = event
@@ -137,77 +174,78 @@ pub fn parse(body: &[u8], authenticated: bool) -> Result<MpParse, MpError> {
             .filter(|v| !v.is_null())
             .or_else(|| present("timestamp_micros"))
         {
-            data.insert("timestamp_micros".into(), ts.clone());
+            data.insert("timestamp_micros", ts.clone());
         }
         if let Some((user_data, email, phone)) = &user_data {
-            data.insert("user_data".into(), Value::Object(user_data.clone()));
+            data.insert("user_data", Val::Obj(user_data.clone()));
             if let Some(email) = email {
-                data.insert("email".into(), email.clone());
+                data.insert("email", email.clone());
             }
             if let Some(phone) = phone {
-                data.insert("phone".into(), phone.clone());
+                data.insert("phone", phone.clone());
             }
         }
         if let Some(granted) = ad_storage {
-            let consent = data
-                .entry("consent_state")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !consent.is_object() {
-                *consent = Value::Object(Map::new());
-            }
-            if let Value::Object(c) = consent {
-                c.insert("ad_storage".into(), Value::Bool(granted));
+            match data.get_mut("consent_state") {
+                Some(Val::Obj(c)) => c.insert("ad_storage", Val::Bool(granted)),
+                _ => {
+                    let mut c = Obj::new();
+                    c.push("ad_storage", Val::Bool(granted));
+                    data.insert("consent_state", Val::Obj(c));
+                }
             }
         }
         if let Some(props) = &user_properties {
-            data.insert(
-                "x-ga-mp2-user_properties".into(),
-                Value::Object(props.clone()),
-            );
+            data.insert("x-ga-mp2-user_properties", Val::Obj(props.clone()));
         }
         out.push(data);
     }
 
     let ip_override = authenticated
-        .then(|| root.get("ip_override").and_then(Value::as_str))
-        .flatten()
-        .map(str::trim)
-        .filter(|ip| !ip.is_empty())
-        .map(str::to_owned);
-    Ok(MpParse {
+        .then(|| match root.get("ip_override") {
+            Some(Val::Str(ip)) if !ip.trim().is_empty() => Some(match ip {
+                Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+                Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+            }),
+            _ => None,
+        })
+        .flatten();
+    Ok(MpEvents {
         events: out,
         ip_override,
     })
 }
 
 /// The copied `user_data`, and the `email` and `phone` values taken from it.
-type UserData = (Map<String, Value>, Option<Value>, Option<Value>);
+type UserData<'b> = (Obj<'b>, Option<Val<'b>>, Option<Val<'b>>);
 
 /// The request's `user_data` as event data keeps it, plus the already-hashed email and
 /// phone (`sha256_email_address` → `email`, `sha256_phone_number` → `phone`, as given: a
 /// string or an array). Address entries (an object or an array of objects) get `first_name`
 /// / `last_name` from `sha256_first_name` / `sha256_last_name` unless they have them.
-fn user_data_copy(user_data: &Map<String, Value>) -> UserData {
+fn user_data_copy<'b>(user_data: &Obj<'b>) -> UserData<'b> {
     let mut copy = user_data.clone();
     let hashed = |key: &str| user_data.get(key).filter(|v| !v.is_null()).cloned();
     let (email, phone) = (
         hashed("sha256_email_address"),
         hashed("sha256_phone_number"),
     );
-    let fill_names = |address: &mut Value| {
-        if let Value::Object(a) = address {
+    let fill_names = |address: &mut Val<'b>| {
+        if let Val::Obj(a) = address {
             for (from, to) in [
                 ("sha256_first_name", "first_name"),
                 ("sha256_last_name", "last_name"),
             ] {
                 if let Some(v) = a.get(from).filter(|v| !v.is_null()).cloned() {
-                    a.entry(to).or_insert(v);
+                    if !a.contains_key(to) {
+                        a.push(to, v);
+                    }
                 }
             }
         }
     };
     match copy.get_mut("address") {
-        Some(Value::Array(list)) => list.iter_mut().for_each(fill_names),
+        Some(Val::Arr(list)) => list.iter_mut().for_each(fill_names),
         Some(address) => fill_names(address),
         None => {}
     }

@@ -4,10 +4,12 @@
 //! pipeline runs in four named steps:
 //!
 //! 1. [`evaluate`](Pipeline::evaluate): every tag on every event. A tag's mapped event
-//!    (destination JSON) is framed straight into one [`AppendBatch`]; skips, dry runs and
-//!    cookies are collected. Pure apart from dry-run log lines and counters.
-//! 2. [`enqueue`](Pipeline::enqueue): one append of the whole batch. Nothing of the
-//!    request is queued when it fails (503 to the caller).
+//!    (destination JSON) is framed straight into one [`AppendBatch`]; skips, dry runs,
+//!    oversized events and cookies are collected. Pure apart from counters and (dry run,
+//!    debug traffic) log lines.
+//! 2. [`enqueue`](Pipeline::enqueue): the request's budget is checked (what it queues is at
+//!    most [`AMPLIFICATION`] × its own bytes + [`PER_EVENT_ALLOWANCE`] per event), then one
+//!    append of the whole batch. Nothing of the request is queued when either fails.
 //! 3. Durability: with per-commit sync, the answer waits for the group commit's sync.
 //! 4. [`await_replies`](Pipeline::await_replies): for tags in `wait_for_response` mode, the
 //!    destinations' answers, all under **one** deadline for the whole request.
@@ -17,23 +19,84 @@
 
 use std::{sync::Arc, time::Duration};
 
+use metrics::Counter;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::{
-    dispatch::{request_log::request_record, RequestLog},
+    dispatch::{
+        request_log::{request_record, RecordEvent},
+        RequestLog,
+    },
     event::{EventData, RequestContext},
     ingest::IngestError,
-    queue::{format::EventHead, AppendBatch, Delivery, Queue, QueueError, RouteId},
+    queue::{format::EventHead, AppendBatch, Commit, Delivery, Queue, QueueError, RouteId},
     support::unix_ms,
-    tags::{SetCookie, Tag, TagDecision},
+    tags::{
+        common::{hashing::Dropped, limits::MAX_EVENT_BYTES},
+        SetCookie, SkipReason, Tag, TagDecision,
+    },
 };
 
-/// A configured tag and the dispatch route of its destination.
+/// A request may queue at most this many times its own bytes...
+pub const AMPLIFICATION: usize = 20;
+/// ...plus this much per event it carries (a minimal gtag line legitimately becomes a few
+/// hundred bytes of destination event).
+pub const PER_EVENT_ALLOWANCE: usize = 1024;
+
+/// A configured tag, the dispatch route of its destination, and its counters (registered
+/// once, not looked up per event).
 #[derive(Clone)]
 pub struct TagSlot {
     pub tag: Arc<dyn Tag>,
     pub route: RouteId,
+    pub metrics: TagMetrics,
+}
+
+/// Counter handles of one tag.
+#[derive(Clone)]
+pub struct TagMetrics {
+    mapped: Counter,
+    skipped_trigger: Counter,
+    skipped_consent: Counter,
+    skipped_dry_run: Counter,
+    too_large: Counter,
+    /// One per match key, in the tag's order.
+    match_keys: Vec<Counter>,
+}
+
+impl TagMetrics {
+    pub fn new(tag: &dyn Tag) -> Self {
+        let name = tag.name().to_owned();
+        let skipped = |reason: &'static str| metrics::counter!("tagbridge_events_skipped_total", "tag" => name.clone(), "reason" => reason);
+        Self {
+            mapped: metrics::counter!("tagbridge_events_mapped_total", "tag" => name.clone()),
+            skipped_trigger: skipped("trigger"),
+            skipped_consent: skipped("consent_denied"),
+            skipped_dry_run: skipped("dry_run"),
+            too_large: metrics::counter!("tagbridge_events_refused_total", "tag" => name.clone(), "reason" => "too_large"),
+            match_keys: tag
+                .match_keys()
+                .iter()
+                .map(|k| metrics::counter!("tagbridge_match_key_events_total", "tag" => name.clone(), "key" => *k))
+                .collect(),
+        }
+    }
+
+    fn skipped(&self, reason: SkipReason) -> &Counter {
+        match reason {
+            SkipReason::Trigger => &self.skipped_trigger,
+            SkipReason::ConsentDenied => &self.skipped_consent,
+        }
+    }
+
+    fn count_match_keys(&self, bits: u32) {
+        for (i, c) in self.match_keys.iter().enumerate() {
+            if bits & (1 << i) != 0 {
+                c.increment(1);
+            }
+        }
+    }
 }
 
 /// Tags plus the way to the queue.
@@ -43,6 +106,8 @@ pub struct Pipeline {
     pub log: Arc<dyn RequestLog>,
     /// Longest a `wait_for_response` request waits for its destinations' answers.
     pub reply_timeout: Duration,
+    /// Keep per-event traces for the debug page.
+    pub trace: bool,
 }
 
 /// One tag's outcome for one event, as reported to `wait_for_response` callers.
@@ -64,6 +129,20 @@ pub struct Processed {
     pub tags: Vec<TagReport>,
 }
 
+/// What one tag did with one event, for the debug page.
+#[derive(Debug, Clone, Serialize)]
+pub struct TagTrace {
+    pub tag: String,
+    /// `queued`, `skipped`, `dry_run`, `too_large`.
+    pub decision: &'static str,
+    pub reason: Option<&'static str>,
+    /// The queue sequence number (queued events).
+    pub seq: Option<u64>,
+    /// The destination event (queued and dry-run events).
+    pub mapped: Option<serde_json::Value>,
+    pub match_keys: Vec<&'static str>,
+}
+
 /// The pipeline's result for one request.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -71,6 +150,8 @@ pub struct Outcome {
     pub cookies: Vec<SetCookie>,
     /// Whether a tag is in `wait_for_response` mode (then per-tag reports go into the answer).
     pub waited: bool,
+    /// Per event, per tag (only when the pipeline traces).
+    pub traces: Vec<Vec<TagTrace>>,
 }
 
 enum Slot {
@@ -84,71 +165,110 @@ struct Evaluated {
     batch: AppendBatch,
     slots: Vec<Vec<Slot>>,
     outcome: Outcome,
+    /// Where each queued event's trace is (event, tag), to fill in its sequence number.
+    traced_seqs: Vec<(usize, usize, u64)>,
 }
 
 impl Pipeline {
-    /// Runs the four steps for one request's events.
+    /// Runs the four steps for one request's events. `request_bytes` is the request's own
+    /// size (URL, headers, body): the budget of what it may queue.
     ///
     /// # Errors
-    /// [`IngestError::QueueFull`] / [`IngestError::Storage`] when the queue refuses or the
-    /// sync fails: then nothing of this request was queued.
+    /// [`IngestError::Expands`] past the budget; [`IngestError::QueueFull`],
+    /// [`IngestError::QueueLowDisk`], [`IngestError::Storage`] when the queue refuses or the
+    /// sync fails. Nothing of this request was queued then.
     pub async fn run(
         &self,
-        events: &[EventData],
-        req: &RequestContext,
+        events: &[EventData<'_>],
+        req: &RequestContext<'_>,
+        request_bytes: usize,
     ) -> Result<Outcome, IngestError> {
-        let evaluated = self.evaluate(events, req);
         let Evaluated {
             batch,
             slots,
-            outcome,
-        } = evaluated;
-        self.enqueue(batch)?.durable().await.map_err(queue_error)?;
+            mut outcome,
+            traced_seqs,
+        } = self.evaluate(events, req);
+        let budget = request_bytes
+            .saturating_mul(AMPLIFICATION)
+            .saturating_add(events.len().saturating_mul(PER_EVENT_ALLOWANCE));
+        self.enqueue(batch, budget)?
+            .durable()
+            .await
+            .map_err(queue_error)?;
+        for (e, t, seq) in traced_seqs {
+            if let Some(tr) = outcome.traces.get_mut(e).and_then(|v| v.get_mut(t)) {
+                tr.seq = Some(seq);
+            }
+        }
         Ok(self.await_replies(slots, outcome).await)
     }
 
     /// Step 1: every tag on every event.
-    fn evaluate(&self, events: &[EventData], req: &RequestContext) -> Evaluated {
+    fn evaluate(&self, events: &[EventData<'_>], req: &RequestContext<'_>) -> Evaluated {
         let received_ms = unix_ms(req.received_at);
         let mut batch = AppendBatch::default();
         let mut outcome = Outcome {
             events: Vec::with_capacity(events.len()),
             cookies: Vec::new(),
             waited: self.tags.iter().any(|s| s.tag.wait_for_response()),
+            traces: Vec::new(),
         };
         let mut slots = Vec::with_capacity(events.len());
-        let mut body = Vec::new();
-        for event in events {
-            let debug = req.debug || event.is_debug();
+        let mut traced_seqs = Vec::new();
+        let mut body = Vec::with_capacity(1024);
+        let mut dropped = Dropped::default();
+        let mut too_large = 0usize;
+        for (ei, event) in events.iter().enumerate() {
             let mut per_tag = Vec::with_capacity(self.tags.len());
-            for slot in &self.tags {
-                let out = slot.tag.evaluate(event, req);
+            let mut traces = Vec::new();
+            for (ti, slot) in self.tags.iter().enumerate() {
+                let out = slot.tag.evaluate(event, req, &mut body);
                 for c in out.cookies {
                     outcome.cookies.retain(|old| old.name != c.name);
                     outcome.cookies.push(c);
                 }
+                dropped.add(out.dropped);
                 let name = slot.tag.name();
+                let trace = |decision, reason, mapped: bool, body: &[u8]| TagTrace {
+                    tag: name.to_owned(),
+                    decision,
+                    reason,
+                    seq: None,
+                    mapped: mapped.then(|| serde_json::from_slice(body).ok()).flatten(),
+                    match_keys: keys(slot.tag.match_keys(), out.match_keys),
+                };
                 match out.decision {
-                    TagDecision::Send(ob) => {
-                        body.clear();
-                        if serde_json::to_writer(&mut body, &ob.event).is_err() {
-                            body.clear();
-                            body.extend_from_slice(b"null");
+                    TagDecision::Send(_) | TagDecision::DryRun(_)
+                        if body.len() > MAX_EVENT_BYTES =>
+                    {
+                        too_large += 1;
+                        slot.metrics.too_large.increment(1);
+                        per_tag.push(Slot::Done(TagReport {
+                            name: name.to_owned(),
+                            status: "failed",
+                            detail: Some("too_large".into()),
+                        }));
+                        if self.trace {
+                            traces.push(trace("too_large", Some("too_large"), false, &body));
                         }
-                        metrics::counter!("tagbridge_events_mapped_total", "tag" => name.to_owned()).increment(1);
+                    }
+                    TagDecision::Send(ob) => {
+                        slot.metrics.mapped.increment(1);
+                        slot.metrics.count_match_keys(out.match_keys);
                         let (reply, rx) = if slot.tag.wait_for_response() {
                             let (tx, rx) = oneshot::channel();
                             (Some(tx), Some(rx))
                         } else {
                             (None, None)
                         };
-                        batch.push(
+                        let seq = batch.push(
                             &self.queue,
                             slot.route,
                             EventHead {
                                 seq: 0,
                                 received_ms,
-                                log: slot.tag.log_mode().logs(debug),
+                                log: slot.tag.log_mode().logs(req.is_debug(event)),
                                 tag: name,
                                 event_id: &ob.event_id,
                                 event_name: &ob.event_name,
@@ -158,18 +278,17 @@ impl Pipeline {
                             reply,
                         );
                         per_tag.push(Slot::Queued(name.to_owned(), rx));
+                        if self.trace {
+                            traced_seqs.push((ei, ti, seq));
+                            traces.push(trace("queued", None, true, &body));
+                        }
                     }
                     TagDecision::DryRun(ob) => {
-                        body.clear();
-                        if serde_json::to_writer(&mut body, &ob.event).is_err() {
-                            body.clear();
-                            body.extend_from_slice(b"null");
-                        }
-                        metrics::counter!("tagbridge_events_skipped_total", "tag" => name.to_owned(), "reason" => "dry_run").increment(1);
+                        slot.metrics.skipped_dry_run.increment(1);
                         let dest = slot.tag.destination();
                         self.log.write(request_record(
                             &*dest,
-                            crate::dispatch::request_log::RecordEvent {
+                            RecordEvent {
                                 tag: name,
                                 trace_id: &req.trace_id,
                                 event_name: &ob.event_name,
@@ -180,35 +299,65 @@ impl Pipeline {
                             true,
                         ));
                         per_tag.push(Slot::Done(skipped(name, "dry_run")));
+                        if self.trace {
+                            traces.push(trace("dry_run", Some("dry_run"), true, &body));
+                        }
                     }
                     TagDecision::Skip(reason) => {
-                        metrics::counter!("tagbridge_events_skipped_total", "tag" => name.to_owned(), "reason" => reason.as_str()).increment(1);
-                        tracing::debug!(tag = %name, reason = reason.as_str(), trace_id = %req.trace_id, "Tag skipped the event.");
+                        slot.metrics.skipped(reason).increment(1);
                         per_tag.push(Slot::Done(skipped(name, reason.as_str())));
+                        if self.trace {
+                            traces.push(trace("skipped", Some(reason.as_str()), false, &body));
+                        }
                     }
                 }
             }
             slots.push(per_tag);
+            if self.trace {
+                outcome.traces.push(traces);
+            }
             outcome.events.push(Processed {
                 event_id: event
                     .text("event_id")
-                    .or_else(|| event.text("transaction_id")),
-                client_id: event.text("client_id"),
+                    .or_else(|| event.text("transaction_id"))
+                    .map(|t| t.into_owned()),
+                client_id: event.text("client_id").map(|t| t.into_owned()),
                 tags: Vec::new(),
             });
+        }
+        // One aggregated line per request, never one per value (and never the values).
+        if dropped.any() || too_large > 0 {
+            if dropped.excess_values > 0 {
+                metrics::counter!("tagbridge_user_data_values_dropped_total", "reason" => "excess")
+                    .increment(u64::from(dropped.excess_values));
+            }
+            if dropped.unknown_gender > 0 {
+                metrics::counter!("tagbridge_user_data_values_dropped_total", "reason" => "unknown_gender").increment(u64::from(dropped.unknown_gender));
+            }
+            tracing::info!(
+                trace_id = %req.trace_id,
+                excess_values = dropped.excess_values,
+                unknown_gender = dropped.unknown_gender,
+                too_large_events = too_large,
+                "Dropped parts of the request's events (values past the caps, unknown gender values, events over the size cap)."
+            );
         }
         Evaluated {
             batch,
             slots,
             outcome,
+            traced_seqs,
         }
     }
 
-    /// Step 2: one append for the whole request.
-    ///
-    /// # Errors
-    /// When the queue refuses the batch.
-    fn enqueue(&self, batch: AppendBatch) -> Result<crate::queue::Commit, IngestError> {
+    /// Step 2: the budget, then one append for the whole request.
+    fn enqueue(&self, batch: AppendBatch, budget: usize) -> Result<Commit, IngestError> {
+        if batch.bytes() > budget {
+            return Err(IngestError::Expands {
+                bytes: batch.bytes(),
+                budget,
+            });
+        }
         let n = batch.len();
         let commit = self.queue.append(batch).map_err(queue_error)?;
         if n > 0 {
@@ -253,6 +402,15 @@ impl Pipeline {
         }
         outcome
     }
+}
+
+fn keys(names: &'static [&'static str], bits: u32) -> Vec<&'static str> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 fn skipped(name: &str, reason: &str) -> TagReport {

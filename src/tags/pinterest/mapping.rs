@@ -1,214 +1,188 @@
-//! Event data → one Pinterest event (`pinterest-tag.md` §3–§5, §7). Pure functions.
+//! Event data → one Pinterest event (`docs/MAPPING.md`, Pinterest §3–§5, §7). Pure.
 //!
 //! Order of work for each part: sources (first non-empty wins), then the tag's overrides,
 //! then type fixes (Pinterest wants `value` as a string, `num_items` as an integer, ...),
-//! then empty-value clean-up, then (user_data) normalization and hashing.
+//! then empty-value clean-up (at write time), then (user_data) normalization and hashing.
+//! The event is built as a small tree borrowing from the event data, then written as JSON
+//! once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use serde_json::{Map, Value};
-
-use super::{
-    hashing::{self, HashedKey},
-    settings::{ActionSource, FromPath, OverrideValue, PinterestSettings},
+use std::{
+    borrow::Cow,
+    time::{SystemTime, UNIX_EPOCH},
 };
-use crate::event::{float_text, is_blank, number_text, value_text, EventData, RequestContext};
 
-/// `user_data` sources, in precedence order (§4). `@address.` = `user_data.address` (object,
-/// or the first element of an array).
-const USER_SOURCES: &[(&str, &[&str])] = &[
-    ("external_id", &["external_id", "user_id", "userId"]),
-    (
-        "ln",
-        &[
-            "lastName",
-            "LastName",
-            "nameLast",
-            "last_name",
-            "user_data.last_name",
-            "@address.last_name",
-        ],
-    ),
-    (
-        "fn",
-        &[
-            "firstName",
-            "FirstName",
-            "nameFirst",
-            "first_name",
-            "user_data.first_name",
-            "@address.first_name",
-        ],
-    ),
-    (
-        "em",
-        &["email", "user_data.email_address", "user_data.email"],
-    ),
-    ("ph", &["phone", "user_data.phone_number"]),
-    ("ct", &["city", "@address.city"]),
-    (
-        "st",
-        &["state", "region", "user_data.region", "@address.region"],
-    ),
-    (
-        "zp",
-        &[
-            "zip",
-            "postal_code",
-            "user_data.postal_code",
-            "@address.postal_code",
-        ],
-    ),
-    (
-        "country",
-        &[
-            "countryCode",
-            "country",
-            "user_data.country",
-            "@address.country",
-        ],
-    ),
-    ("ge", &["gender"]),
-    ("db", &["db"]),
-    ("hashed_maids", &["hashed_maids"]),
-];
+use super::{names, Plan};
+use crate::{
+    event::{new_event_id, number_text, value_text, EventData, Num, Obj, RequestContext, Val},
+    tags::{
+        common::{
+            commerce::{integer, items_total, money, total_quantity},
+            hashing::{hash_value, Dropped},
+            json::{is_empty_clean, write_clean, write_str},
+            limits::{clip_cow, MAX_ITEMS, MAX_TEXT, MAX_URL, MAX_USER_AGENT},
+            sources::{apply_overrides, click_id, first_source},
+        },
+        MapReport,
+    },
+};
 
-/// Builds the Pinterest event. `event_name` is already resolved (§2).
-pub(super) fn build_event(
-    settings: &PinterestSettings,
+/// Builds the Pinterest event for `event` (its name already resolved, §2) and writes it as
+/// JSON into `out`. Returns the event's id and name as sent.
+pub(super) fn map_event<'a>(
+    plan: &Plan,
     event_name: &str,
-    event: &EventData,
-    req: &RequestContext,
-) -> Map<String, Value> {
-    let web = settings.action_source == ActionSource::Web;
-    let mut out = Map::new();
-    out.insert("event_name".into(), Value::String(event_name.to_owned()));
-    out.insert(
-        "action_source".into(),
-        Value::String(settings.action_source.as_str().to_owned()),
+    event: &EventData<'a>,
+    req: &RequestContext<'a>,
+    out: &mut Vec<u8>,
+    report: &mut MapReport,
+) -> (String, String) {
+    let web = plan.web;
+    let event_id = event_id(event);
+    let mut ev: Obj<'a> = Obj::with_capacity(8);
+    ev.push("event_name", Val::Str(Cow::Owned(event_name.to_owned())));
+    ev.push("action_source", Val::str(plan.action_source));
+    ev.push(
+        "event_time",
+        Val::Num(Num::I(event_time(event, req.received_at))),
     );
-    out.insert(
-        "event_time".into(),
-        Value::from(event_time(event, req.received_at)),
-    );
-    out.insert("event_id".into(), Value::String(event_id(event)));
+    ev.push("event_id", Val::Str(Cow::Owned(event_id.clone())));
     if web {
         if let Some(url) = event.text("page_location") {
-            out.insert("event_source_url".into(), Value::String(url));
+            ev.push("event_source_url", Val::Str(Cow::Owned(url.into_owned())));
         }
     }
-    if let Some(p) = settings.partner_name() {
-        out.insert("partner_name".into(), Value::String(p.to_owned()));
+    if let Some(p) = &plan.partner_name {
+        ev.push("partner_name", Val::Str(Cow::Owned(p.clone())));
     }
-
-    let user_data = build_user_data(settings, event, req, web);
-    out.insert("user_data".into(), Value::Object(user_data));
+    let user_data = build_user_data(plan, event, req, web, &mut report.dropped);
+    ev.push("user_data", Val::Obj(user_data));
 
     let mut custom = ecommerce(event);
-    apply_overrides(&mut custom, &settings.custom_data, event);
+    apply_overrides(&mut custom, &plan.custom_data, event);
     fix_custom_types(&mut custom);
-    clean(&mut custom);
-    if !custom.is_empty() {
-        out.insert("custom_data".into(), Value::Object(custom));
+    if !custom.iter().all(|(_, v)| is_empty_clean(v)) {
+        ev.push("custom_data", Val::Obj(custom));
     }
 
-    apply_overrides(&mut out, &settings.server_event_data, event);
-    fix_event_types(&mut out);
-    out
+    apply_overrides(&mut ev, &plan.server_event_data, event);
+    fix_event_types(&mut ev);
+    clip_texts(&mut ev);
+    report.match_keys = match_keys(&ev);
+    write_event(out, &ev);
+    // The id and name sent, after overrides and type fixes.
+    let id = match ev.get("event_id").and_then(value_text) {
+        Some(id) => id.into_owned(),
+        None => event_id,
+    };
+    let name = ev
+        .get("event_name")
+        .and_then(Val::as_str)
+        .unwrap_or(event_name)
+        .to_owned();
+    (id, name)
+}
+
+/// Writes the event without its empty members, except `user_data`, which Pinterest
+/// requires even when nothing is known about the user.
+fn write_event(out: &mut Vec<u8>, ev: &Obj<'_>) {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in ev.iter() {
+        let keep = !is_empty_clean(v);
+        let empty_user_data = !keep && k == "user_data";
+        if !keep && !empty_user_data {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, k);
+        out.push(b':');
+        if empty_user_data {
+            out.extend_from_slice(b"{}");
+        } else {
+            write_clean(out, v);
+        }
+    }
+    out.push(b'}');
 }
 
 /// Unix seconds of receipt; an event's own `timestamp_micros` wins when present and not in
 /// the future (a client clock ahead of ours must not produce future events).
-pub(super) fn event_time(event: &EventData, received_at: SystemTime) -> i64 {
+pub(super) fn event_time(event: &EventData<'_>, received_at: SystemTime) -> i64 {
     let received = received_at
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let own = event.get("timestamp_micros").and_then(|v| match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
+        Val::Num(n) => Some(n.as_f64()),
+        Val::Str(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     });
     match own {
         Some(micros) if micros.is_finite() && micros > 0.0 => {
+            // `as` saturates: no timestamp wraps.
             let secs = (micros / 1_000_000.0).floor() as i64;
-            if secs <= received {
-                secs
-            } else {
-                received
-            }
+            secs.min(received)
         }
         _ => received,
     }
 }
 
 /// `event_id`, else `transaction_id`, else a fresh id (Pinterest requires one).
-pub(super) fn event_id(event: &EventData) -> String {
+pub(super) fn event_id(event: &EventData<'_>) -> String {
     event
         .text("event_id")
         .or_else(|| event.text("transaction_id"))
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .map(|t| clip_cow(t, MAX_TEXT).into_owned())
+        .unwrap_or_else(new_event_id)
 }
 
-fn source<'a>(event: &'a EventData, path: &str) -> Option<&'a Value> {
-    match path.strip_prefix("@address.") {
-        Some(field) => {
-            let address = event.get_path("user_data.address")?;
-            let address = match address {
-                Value::Array(items) => items.first()?,
-                other => other,
-            };
-            address.as_object()?.get(field)
-        }
-        None => event.get_path(path),
-    }
-}
-
-fn first_source<'a>(event: &'a EventData, paths: &[&str]) -> Option<&'a Value> {
-    paths
-        .iter()
-        .filter_map(|p| source(event, p))
-        .find(|v| !is_blank(v))
-}
-
-fn build_user_data(
-    settings: &PinterestSettings,
-    event: &EventData,
-    req: &RequestContext,
+fn build_user_data<'a>(
+    plan: &Plan,
+    event: &EventData<'a>,
+    req: &RequestContext<'a>,
     web: bool,
-) -> Map<String, Value> {
-    let mut raw = Map::new();
+    dropped: &mut Dropped,
+) -> Obj<'a> {
+    let mut raw: Obj<'a> = Obj::with_capacity(16);
     if web {
-        if let Some(ip) = event.text("ip_override") {
-            raw.insert("client_ip_address".into(), Value::String(ip));
+        if let Some(ip) = event.get("ip_override").and_then(value_text) {
+            raw.push("client_ip_address", Val::Str(Cow::Owned(ip.into_owned())));
         }
-        if let Some(ua) = event.text("user_agent") {
-            raw.insert("client_user_agent".into(), Value::String(ua));
+        if let Some(ua) = event.get("user_agent").and_then(value_text) {
+            let ua = clip_cow(ua, MAX_USER_AGENT);
+            raw.push("client_user_agent", Val::Str(Cow::Owned(ua.into_owned())));
         }
     }
-    for (key, paths) in USER_SOURCES {
+    for (key, paths) in names::USER_SOURCES {
         if let Some(v) = first_source(event, paths) {
-            raw.insert((*key).to_owned(), v.clone());
+            raw.insert(*key, v.clone());
         }
     }
-    if let Some(click) = click_id(event, req) {
-        raw.insert("click_id".into(), Value::String(click));
+    if let Some(click) = click_id(event, req, "_epik", "click_id", "epik") {
+        raw.insert(
+            "click_id",
+            Val::Str(Cow::Owned(clip_cow(click, MAX_TEXT).into_owned())),
+        );
     }
-    apply_overrides(&mut raw, &settings.user_data, event);
+    apply_overrides(&mut raw, &plan.user_data, event);
 
-    // Hash in the order of the raw map (Pinterest ignores key order).
-    let mut out = Map::new();
-    for (key, value) in raw {
-        match HashedKey::from_key(&key) {
-            Some(hk) => {
-                let hashed = hashing::hash_value(hk, &value);
+    // Pinterest ignores key order; the output follows the raw order, sorted for stability.
+    raw.0.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Obj::with_capacity(raw.len());
+    for (key, value) in raw.0 {
+        match names::hash_rule(&key) {
+            Some(rule) => {
+                let hashed = hash_value(rule, &value, dropped);
                 if !hashed.is_empty() {
-                    out.insert(key, Value::from(hashed));
+                    out.push(key, Val::Arr(hashed.into_iter().map(Val::string).collect()));
                 }
             }
             None => {
                 if let Some(text) = value_text(&value) {
-                    out.insert(key, Value::String(text));
+                    out.push(key, Val::Str(Cow::Owned(text.into_owned())));
                 }
             }
         }
@@ -216,163 +190,51 @@ fn build_user_data(
     out
 }
 
-/// The `_epik` cookie, else `common_cookie._epik`, else `click_id`, else the `epik` query
-/// parameter of `page_location` (or of the `Referer` when there is no `page_location`).
-pub(super) fn click_id(event: &EventData, req: &RequestContext) -> Option<String> {
-    req.cookie("_epik")
-        .map(str::to_owned)
-        .or_else(|| event.get_path("common_cookie._epik").and_then(value_text))
-        .or_else(|| event.text("click_id"))
-        .or_else(|| epik_from_url(event, req))
-}
-
-/// The `epik` parameter of the page URL (else the `Referer`), if any.
-pub(super) fn epik_from_url(event: &EventData, req: &RequestContext) -> Option<String> {
-    let page = event
-        .text("page_location")
-        .or_else(|| req.referer.clone())?;
-    let url = url::Url::parse(&page).ok()?;
-    url.query_pairs()
-        .find(|(k, v)| k == "epik" && !v.trim().is_empty())
-        .map(|(_, v)| v.into_owned())
-}
-
-/// Resolves an override: a literal, or the value at `{from: path}`. `None` when empty.
-fn resolve(value: &OverrideValue, event: &EventData) -> Option<Value> {
-    let v = match value {
-        OverrideValue::Literal(v) => v.clone(),
-        OverrideValue::From(FromPath { from }) => event.get_path(from.trim())?.clone(),
-    };
-    (!is_blank(&v)).then_some(v)
-}
-
-/// Sets each non-empty override; an empty one removes nothing and adds nothing.
-fn apply_overrides(
-    target: &mut Map<String, Value>,
-    overrides: &std::collections::BTreeMap<String, OverrideValue>,
-    event: &EventData,
-) {
-    for (key, value) in overrides {
-        if let Some(v) = resolve(value, event) {
-            target.insert(key.clone(), v);
-        }
-    }
-}
-
-/// A money amount as Pinterest wants it: a decimal string. Numbers are printed; numeric
-/// strings are kept as written (`"19.90"` stays `"19.90"`); zero and non-numbers give `None`.
-fn money(value: &Value) -> Option<String> {
-    match value {
-        Value::Number(n) => n
-            .as_f64()
-            .filter(|f| f.is_finite() && *f != 0.0)
-            .map(|_| number_text(n)),
-        Value::String(s) => {
-            let t = s.trim();
-            t.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite() && *f != 0.0)
-                .map(|_| t.to_owned())
-        }
-        _ => None,
-    }
-}
-
-fn as_f64(value: &Value) -> Option<f64> {
-    match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|f| f.is_finite())
-}
-
-/// An integer count (`quantity`, `num_items`): numbers and numeric strings, truncated.
-fn integer(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.trunc() as i64)),
-        Value::String(s) => {
-            let t = s.trim();
-            t.parse::<i64>().ok().or_else(|| {
-                t.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f.trunc() as i64)
-            })
-        }
-        _ => None,
-    }
-}
-
-/// Rounds away binary noise from sums (`99.98 + 10.5` = `110.48000000000002`).
-fn round_sum(f: f64) -> f64 {
-    (f * 1e6).round() / 1e6
-}
-
 /// `custom_data` from the event's ecommerce fields (§7).
-fn ecommerce(event: &EventData) -> Map<String, Value> {
-    let mut cd = Map::new();
-    let items: &[Value] = match event.get("items") {
-        Some(Value::Array(items)) => items,
-        _ => &[],
-    };
-    let mut items_total = 0.0;
+fn ecommerce<'a>(event: &EventData<'a>) -> Obj<'a> {
+    let mut cd: Obj<'a> = Obj::with_capacity(8);
+    let items: &[Val<'a>] = event.get("items").and_then(Val::as_arr).unwrap_or(&[]);
     if !items.is_empty() {
         let mut contents = Vec::new();
         let mut ids = Vec::new();
-        let mut num_items: Option<i64> = None;
-        for item in items.iter().filter_map(Value::as_object) {
-            let mut c = Map::new();
-            let id = item.get("item_id").and_then(value_text);
-            if let Some(id) = &id {
-                c.insert("id".into(), Value::String(id.clone()));
-                ids.push(Value::String(id.clone()));
+        for item in items.iter().filter_map(Val::as_obj).take(MAX_ITEMS) {
+            let mut c: Obj<'a> = Obj::with_capacity(6);
+            if let Some(id) = item.get("item_id").and_then(value_text) {
+                let id = Val::Str(Cow::Owned(id.into_owned()));
+                c.push("id", id.clone());
+                ids.push(id);
             }
-            let price = item.get("price");
-            if let Some(p) = price.and_then(value_text) {
-                c.insert("item_price".into(), Value::String(p));
+            if let Some(p) = item.get("price").and_then(value_text) {
+                c.push("item_price", Val::Str(Cow::Owned(p.into_owned())));
             }
-            let quantity = item.get("quantity").and_then(integer);
-            if let Some(q) = quantity {
-                c.insert("quantity".into(), Value::from(q));
-                num_items = Some(num_items.unwrap_or(0) + q);
+            if let Some(q) = item.get("quantity").and_then(integer) {
+                c.push("quantity", Val::Num(Num::I(q)));
             }
-            for (from, to) in [
-                ("item_name", "item_name"),
-                ("item_category", "item_category"),
-                ("item_brand", "item_brand"),
-            ] {
-                if let Some(t) = item.get(from).and_then(value_text) {
-                    c.insert(to.into(), Value::String(t));
+            for key in ["item_name", "item_category", "item_brand"] {
+                if let Some(t) = item.get(key).and_then(value_text) {
+                    c.push(key, Val::Str(Cow::Owned(t.into_owned())));
                 }
             }
-            if let Some(p) = price.and_then(as_f64) {
-                let q = item.get("quantity").and_then(as_f64).unwrap_or(1.0);
-                items_total += p * q;
-            }
             if !c.is_empty() {
-                contents.push(Value::Object(c));
+                contents.push(Val::Obj(c));
             }
         }
         if !contents.is_empty() {
-            cd.insert("contents".into(), Value::Array(contents));
+            cd.push("contents", Val::Arr(contents));
         }
         if !ids.is_empty() {
-            cd.insert("content_ids".into(), Value::Array(ids));
+            cd.push("content_ids", Val::Arr(ids));
         }
-        if let Some(n) = num_items.filter(|n| *n != 0) {
-            cd.insert("num_items".into(), Value::from(n));
+        if let Some(n) = total_quantity(items).filter(|n| *n != 0) {
+            cd.push("num_items", Val::Num(Num::I(n)));
         }
     }
     let value = ["x-ga-mp1-ev", "x-ga-mp1-tr", "value"]
         .iter()
         .find_map(|k| event.get(k).and_then(money))
-        .or_else(|| {
-            let total = round_sum(items_total);
-            (total != 0.0).then(|| float_text(total))
-        });
+        .or_else(|| items_total(items));
     if let Some(v) = value {
-        cd.insert("value".into(), Value::String(v));
+        cd.push("value", Val::string(v));
     }
     let currency = event.text("currency").or_else(|| {
         items
@@ -381,7 +243,7 @@ fn ecommerce(event: &EventData) -> Map<String, Value> {
             .and_then(value_text)
     });
     if let Some(c) = currency {
-        cd.insert("currency".into(), Value::String(c));
+        cd.push("currency", Val::Str(Cow::Owned(c.into_owned())));
     }
     for (from, to) in [
         ("search_term", "search_string"),
@@ -392,57 +254,66 @@ fn ecommerce(event: &EventData) -> Map<String, Value> {
         ("content_brand", "content_brand"),
     ] {
         if let Some(t) = event.text(from) {
-            cd.insert(to.into(), Value::String(t));
+            cd.push(to, Val::Str(Cow::Owned(t.into_owned())));
         }
     }
     cd
 }
 
+fn text_of_num(n: Num) -> Val<'static> {
+    Val::string(number_text(n))
+}
+
 /// Pinterest's types for `custom_data` after overrides: amounts and text as strings,
 /// counts as integers, ids as an array of strings.
-fn fix_custom_types(cd: &mut Map<String, Value>) {
-    for (key, value) in cd.iter_mut() {
-        match key.as_str() {
-            "value" | "predicted_ltv" => {
-                *value = money(value).map(Value::String).unwrap_or(Value::Null)
-            }
+fn fix_custom_types(cd: &mut Obj<'_>) {
+    for (key, value) in cd.0.iter_mut() {
+        match key.as_ref() {
+            "value" | "predicted_ltv" => *value = money(value).map_or(Val::Null, Val::string),
             "num_items" | "external_measurement_vendor_id" => {
-                *value = integer(value).map(Value::from).unwrap_or(Value::Null)
+                *value = integer(value).map_or(Val::Null, |i| Val::Num(Num::I(i)));
             }
             "content_ids" => {
-                let ids: Vec<Value> = match &*value {
-                    Value::Array(items) => items
+                let ids: Vec<Val<'_>> = match &*value {
+                    Val::Arr(items) => items
                         .iter()
+                        .take(MAX_ITEMS)
                         .filter_map(value_text)
-                        .map(Value::String)
+                        .map(|t| Val::string(t.into_owned()))
                         .collect(),
-                    other => value_text(other).map(Value::String).into_iter().collect(),
+                    other => value_text(other)
+                        .map(|t| Val::string(t.into_owned()))
+                        .into_iter()
+                        .collect(),
                 };
-                *value = Value::Array(ids);
+                *value = Val::Arr(ids);
             }
             "contents" => {
-                if let Value::Array(items) = value {
-                    for item in items.iter_mut().filter_map(Value::as_object_mut) {
-                        fix_content_types(item);
+                if let Val::Arr(items) = value {
+                    items.truncate(MAX_ITEMS);
+                    for item in items.iter_mut() {
+                        if let Val::Obj(o) = item {
+                            fix_content_types(o);
+                        }
                     }
                 }
             }
             _ => {
-                if let Value::Number(n) = value {
-                    *value = Value::String(number_text(n));
+                if let Val::Num(n) = value {
+                    *value = text_of_num(*n);
                 }
             }
         }
     }
 }
 
-fn fix_content_types(item: &mut Map<String, Value>) {
-    for (key, value) in item.iter_mut() {
-        match key.as_str() {
-            "quantity" => *value = integer(value).map(Value::from).unwrap_or(Value::Null),
+fn fix_content_types(item: &mut Obj<'_>) {
+    for (key, value) in item.0.iter_mut() {
+        match key.as_ref() {
+            "quantity" => *value = integer(value).map_or(Val::Null, |i| Val::Num(Num::I(i))),
             _ => {
-                if let Value::Number(n) = value {
-                    *value = Value::String(number_text(n));
+                if let Val::Num(n) = value {
+                    *value = text_of_num(*n);
                 }
             }
         }
@@ -450,63 +321,81 @@ fn fix_content_types(item: &mut Map<String, Value>) {
 }
 
 /// Event-level types after overrides.
-fn fix_event_types(ev: &mut Map<String, Value>) {
-    for (key, value) in ev.iter_mut() {
-        match key.as_str() {
+fn fix_event_types(ev: &mut Obj<'_>) {
+    for (key, value) in ev.0.iter_mut() {
+        match key.as_ref() {
             "event_time" => {
                 if let Some(i) = integer(value) {
-                    *value = Value::from(i);
+                    *value = Val::Num(Num::I(i));
                 }
             }
             "opt_out" | "wifi" => {
-                if let Value::String(s) = value {
+                if let Val::Str(s) = value {
                     match s.trim().to_ascii_lowercase().as_str() {
-                        "true" | "1" | "yes" => *value = Value::Bool(true),
-                        "false" | "0" | "no" => *value = Value::Bool(false),
+                        "true" | "1" | "yes" => *value = Val::Bool(true),
+                        "false" | "0" | "no" => *value = Val::Bool(false),
                         _ => {}
                     }
                 }
             }
             "event_id" | "event_source_url" | "partner_name" | "language" | "event_name"
             | "action_source" => {
-                if let Value::Number(n) = value {
-                    *value = Value::String(number_text(n));
+                if let Val::Num(n) = value {
+                    *value = text_of_num(*n);
                 }
             }
             _ => {}
         }
     }
-    clean(ev);
     // Pinterest requires user_data, even when nothing is known about the user.
-    ev.entry("user_data")
-        .or_insert_with(|| Value::Object(Map::new()));
+    if ev.get("user_data").is_none() {
+        ev.insert("user_data", Val::Obj(Obj::new()));
+    }
 }
 
-/// Removes null, blank strings, empty arrays and empty objects, recursively.
-fn clean(map: &mut Map<String, Value>) {
-    map.retain(|_, v| {
-        clean_value(v);
-        !is_empty_value(v)
-    });
-}
-
-fn clean_value(v: &mut Value) {
-    match v {
-        Value::Object(m) => clean(m),
-        Value::Array(items) => {
-            items.iter_mut().for_each(clean_value);
-            items.retain(|i| !is_empty_value(i));
+/// Clips every text of the event: URLs to [`MAX_URL`], everything else to [`MAX_TEXT`]
+/// (hashes and the clipped User-Agent are shorter already).
+fn clip_texts(ev: &mut Obj<'_>) {
+    fn walk(v: &mut Val<'_>, max: usize) {
+        match v {
+            Val::Str(s) if s.len() > max => {
+                *s = Cow::Owned(crate::tags::common::limits::clip(s, max).to_owned());
+            }
+            Val::Arr(a) => a.iter_mut().for_each(|i| walk(i, max)),
+            Val::Obj(o) => o.0.iter_mut().for_each(|(_, i)| walk(i, max)),
+            _ => {}
         }
-        _ => {}
+    }
+    for (key, value) in ev.0.iter_mut() {
+        let max = if key == "event_source_url" {
+            MAX_URL
+        } else {
+            MAX_TEXT
+        };
+        walk(value, max);
     }
 }
 
-fn is_empty_value(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::String(s) => s.trim().is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(m) => m.is_empty(),
-        _ => false,
+/// Which of [`names::MATCH_KEYS`] the event carries.
+fn match_keys(ev: &Obj<'_>) -> u32 {
+    let Some(Val::Obj(ud)) = ev.get("user_data") else {
+        return 0;
+    };
+    let has = |k: &str| ud.get(k).is_some_and(|v| !is_empty_clean(v));
+    let mut bits = 0;
+    for (i, key) in names::MATCH_KEYS.iter().enumerate() {
+        let present = match key.split_once('+') {
+            Some((a, b)) => has(a) && has(b),
+            None => has(key),
+        };
+        if present {
+            bits |= 1 << i;
+        }
     }
+    bits
+}
+
+/// The `epik` parameter of the page URL (else the `Referer`), if any (§9).
+pub(super) fn epik_from_url(event: &EventData<'_>, req: &RequestContext<'_>) -> Option<String> {
+    crate::tags::common::sources::url_click_id(event, req, "epik")
 }

@@ -1,215 +1,181 @@
-//! The Pinterest Conversions API tag (`pinterest-tag.md`).
+//! The Pinterest Conversions API tag (`docs/MAPPING.md`).
 //!
-//! - `settings`: the YAML settings and their validation.
-//! - `names`: Pinterest event names and the GA4 → Pinterest tables.
-//! - `mapping`: event data → Pinterest event (pure).
-//! - `hashing`: normalization and SHA-256 of user data (pure).
-//! - `destination`: request encoding and answer classification for the dispatcher.
+//! - `settings`: the YAML settings, their validation, and the tag they build.
+//! - `names`: event names, the GA4 → Pinterest tables, user-data keys and their rules.
+//! - `mapping`: event data → Pinterest event JSON (pure).
+//! - `destination`: the request for a batch, what an answer means, Pinterest's limits.
 
 mod destination;
-pub mod hashing;
 mod mapping;
 pub mod names;
 mod settings;
 
 use std::{collections::HashMap, sync::Arc};
 
-use serde_json::Value;
-
 pub use destination::{PinterestDestination, MAX_EVENTS_PER_REQUEST};
 pub use settings::{
-    ActionSource, ConsentMode, EventNameMode, InheritTable, OverrideValue, PinterestSettings,
-    Trigger, DEFAULT_API_BASE,
+    ActionSource, ConsentMode, EventNameMode, FromPath, InheritTable, OverrideValue,
+    PinterestSettings, Trigger, DEFAULT_API_BASE,
 };
 
-use super::{LogMode, Outbound, SetCookie, SkipReason, Tag, TagDecision, TagOutput};
-use crate::destination::Destination;
-use crate::event::{is_truthy, EventData, RequestContext};
+use super::{
+    common::{
+        gate::{norm_name, TriggerMatcher},
+        sources::{prepare, Override},
+    },
+    Gate, MapReport, Mapper, Outbound, SetCookie, StandardTag, TagSettings,
+};
+use crate::{
+    event::{EventData, RequestContext},
+    web::registrable_domain,
+};
 
 /// How long the `_epik` cookie lives: one year.
 const EPIK_MAX_AGE_S: u64 = 31_536_000;
 
 /// A configured Pinterest tag.
+pub type PinterestTag = StandardTag<PinterestMapper>;
+
+/// Everything the mapping needs, resolved once at config load.
 #[derive(Debug)]
-pub struct PinterestTag {
-    settings: PinterestSettings,
-    /// `event_map` merged over the chosen table, keys lowercased.
+pub struct Plan {
+    web: bool,
+    action_source: &'static str,
+    partner_name: Option<String>,
+    standard_event: Option<String>,
+    stape_table: bool,
+    /// `event_map` merged over the table, keys lowercased.
     event_map: HashMap<String, String>,
-    trigger_events: Vec<String>,
-    trigger_exclude: Vec<String>,
-    destination: Arc<PinterestDestination>,
+    server_event_data: Vec<(String, Override)>,
+    user_data: Vec<(String, Override)>,
+    custom_data: Vec<(String, Override)>,
 }
 
-fn norm_name(name: &str) -> String {
-    name.trim().to_lowercase()
+/// Pinterest's mapping.
+#[derive(Debug)]
+pub struct PinterestMapper {
+    plan: Plan,
 }
 
 impl PinterestTag {
     pub fn new(settings: PinterestSettings) -> Self {
-        let event_map = settings
-            .event_map
-            .iter()
-            .map(|(k, v)| (norm_name(k), v.trim().to_owned()))
-            .collect();
-        let trigger_events = settings
-            .trigger
-            .events
-            .iter()
-            .map(|n| norm_name(n))
-            .collect();
-        let trigger_exclude = settings
-            .trigger
-            .exclude_events
-            .iter()
-            .map(|n| norm_name(n))
-            .collect();
-        let destination = Arc::new(PinterestDestination::new(&settings));
-        Self {
-            settings,
-            event_map,
-            trigger_events,
-            trigger_exclude,
-            destination,
+        let plan = Plan {
+            web: settings.action_source == ActionSource::Web,
+            action_source: settings.action_source.as_str(),
+            partner_name: settings.partner_name().map(str::to_owned),
+            standard_event: (settings.event_name == EventNameMode::Standard)
+                .then(|| settings.standard_event.clone())
+                .flatten(),
+            stape_table: settings.inherit_table == InheritTable::Stape,
+            event_map: settings
+                .event_map
+                .iter()
+                .map(|(k, v)| (norm_name(k), v.trim().to_owned()))
+                .collect(),
+            server_event_data: prepare(&settings.server_event_data),
+            user_data: prepare(&settings.user_data),
+            custom_data: prepare(&settings.custom_data),
+        };
+        StandardTag {
+            gate: Gate {
+                name: settings.name.clone(),
+                log: settings.log,
+                wait_for_response: settings.wait_for_response,
+                dry_run: settings.is_dry_run(),
+                consent: settings.ad_storage_consent,
+                trigger: TriggerMatcher::new(&settings.trigger),
+            },
+            destination: Arc::new(PinterestDestination::new(&settings)),
+            mapper: PinterestMapper { plan },
         }
-    }
-
-    pub fn settings(&self) -> &PinterestSettings {
-        &self.settings
     }
 
     /// The Pinterest event name for an incoming event (§2).
     pub fn event_name(&self, incoming: &str) -> String {
-        if self.settings.event_name == EventNameMode::Standard {
-            if let Some(name) = &self.settings.standard_event {
-                return name.clone();
-            }
+        self.mapper.event_name(incoming)
+    }
+}
+
+impl PinterestMapper {
+    fn event_name(&self, incoming: &str) -> String {
+        let plan = &self.plan;
+        if let Some(name) = &plan.standard_event {
+            return name.clone();
         }
         let key = norm_name(incoming);
-        if let Some(mapped) = self.event_map.get(&key) {
+        if let Some(mapped) = plan.event_map.get(&key) {
             return mapped.clone();
         }
-        let stape = self.settings.inherit_table == InheritTable::Stape;
-        names::table_lookup(&key, stape)
+        names::table_lookup(&key, plan.stape_table)
             .unwrap_or("custom")
             .to_owned()
     }
+}
 
-    fn fires_for(&self, incoming: &str) -> bool {
-        let name = norm_name(incoming);
-        (self.trigger_events.is_empty() || self.trigger_events.contains(&name))
-            && !self.trigger_exclude.contains(&name)
-    }
-
-    /// §6: `consent_state.ad_storage` decides when present (not null or blank); else the
-    /// third character of `x-ga-gcs` must be `1`.
-    fn ad_storage_granted(event: &EventData) -> bool {
-        match event.get_path("consent_state.ad_storage") {
-            Some(v) if !crate::event::is_blank(v) => is_truthy(v),
-            _ => {
-                event
-                    .get("x-ga-gcs")
-                    .and_then(Value::as_str)
-                    .and_then(|gcs| gcs.trim().chars().nth(2))
-                    == Some('1')
-            }
+impl Mapper for PinterestMapper {
+    fn map(
+        &self,
+        event: &EventData<'_>,
+        req: &RequestContext<'_>,
+        out: &mut Vec<u8>,
+        report: &mut MapReport,
+    ) -> Outbound {
+        let name = self.event_name(event.event_name());
+        let (event_id, event_name) = mapping::map_event(&self.plan, &name, event, req, out, report);
+        Outbound {
+            event_id,
+            event_name,
         }
     }
 
     /// §9: the `_epik` cookie for a landing page that carries `epik`.
-    fn epik_cookie(event: &EventData, req: &RequestContext) -> Option<SetCookie> {
-        let value = mapping::epik_from_url(event, req)?;
-        Some(SetCookie {
+    fn cookies(&self, event: &EventData<'_>, req: &RequestContext<'_>) -> Vec<SetCookie> {
+        let Some(value) = mapping::epik_from_url(event, req) else {
+            return Vec::new();
+        };
+        vec![SetCookie {
             name: "_epik".into(),
-            value: cookie_safe(&value),
-            domain: req.host.as_deref().and_then(registrable_domain),
+            value: crate::web::cookie_safe(crate::tags::common::limits::clip(&value, 512)),
+            domain: req.host.and_then(registrable_domain),
             path: "/".into(),
             max_age_s: EPIK_MAX_AGE_S,
             secure: true,
             http_only: false,
             same_site: "Lax",
-        })
+        }]
+    }
+
+    fn match_keys(&self) -> &'static [&'static str] {
+        names::MATCH_KEYS
     }
 }
 
-/// Keeps a cookie value within RFC 6265 `cookie-octet`s (percent-encodes the rest).
-fn cookie_safe(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+impl TagSettings for PinterestSettings {
+    const TYPE: &'static str = "pinterest";
 
-/// eTLD+1 of a host (`track.shop.example.com` → `example.com`), from the public suffix list.
-/// IP addresses and bare public suffixes have none: the cookie is then host-only.
-pub fn registrable_domain(host: &str) -> Option<String> {
-    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
-        return None;
+    fn template() -> Self {
+        serde_json::from_value(serde_json::json!({"name": "", "advertiser_id": ""}))
+            .unwrap_or_else(|_| unreachable!("the template has every required key"))
     }
-    psl::domain_str(&host)
-        .filter(|d| d.contains('.'))
-        .map(str::to_owned)
-}
 
-impl Tag for PinterestTag {
     fn name(&self) -> &str {
-        &self.settings.name
+        &self.name
     }
 
-    fn log_mode(&self) -> LogMode {
-        self.settings.log
+    fn validate(&self, path: &str) -> Result<Vec<String>, crate::support::ConfigError> {
+        PinterestSettings::validate(self, path)
     }
 
-    fn wait_for_response(&self) -> bool {
-        self.settings.wait_for_response
+    fn is_dry_run(&self) -> bool {
+        PinterestSettings::is_dry_run(self)
     }
 
-    fn destination(&self) -> Arc<dyn Destination> {
-        self.destination.clone()
+    fn max_batch_events(&self) -> usize {
+        MAX_EVENTS_PER_REQUEST
     }
 
-    fn evaluate(&self, event: &EventData, req: &RequestContext) -> TagOutput {
-        let skip = |reason| TagOutput {
-            decision: TagDecision::Skip(reason),
-            cookies: Vec::new(),
-        };
-        if !self.fires_for(event.event_name()) {
-            return skip(SkipReason::Trigger);
-        }
-        if self.settings.ad_storage_consent == ConsentMode::Required
-            && !Self::ad_storage_granted(event)
-        {
-            return skip(SkipReason::ConsentDenied);
-        }
-        let name = self.event_name(event.event_name());
-        let mapped = mapping::build_event(&self.settings, &name, event, req);
-        let event_id = mapped
-            .get("event_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let event_name = mapped
-            .get("event_name")
-            .and_then(Value::as_str)
-            .unwrap_or(&name)
-            .to_owned();
-        let outbound = Outbound {
-            event: Value::Object(mapped),
-            event_id,
-            event_name,
-        };
-        TagOutput {
-            decision: if self.settings.is_dry_run() {
-                TagDecision::DryRun(outbound)
-            } else {
-                TagDecision::Send(outbound)
-            },
-            cookies: Self::epik_cookie(event, req).into_iter().collect(),
-        }
+    fn build(&self) -> Arc<dyn super::Tag> {
+        Arc::new(PinterestTag::new(self.clone()))
     }
 }
 

@@ -1,4 +1,8 @@
-//! Pinterest event names and the built-in GA4 → Pinterest tables (`pinterest-tag.md` §2).
+//! Pinterest's names: event names and the built-in GA4 → Pinterest tables (§2), the
+//! `user_data` keys with their sources (§4) and hashing rules (§5), and the match keys the
+//! debug page and metrics report.
+
+use crate::tags::common::hashing::Rule;
 
 /// Event names Pinterest accepts (spec 5.16+; `app_install` since 5.20).
 pub const STANDARD_EVENTS: &[&str] = &[
@@ -103,4 +107,113 @@ pub fn table_lookup(name: &str, stape: bool) -> Option<&'static str> {
                 .find(|(k, _, _)| *k == name)
                 .map(|(_, s, n)| if stape { *s } else { *n })
         })
+}
+
+/// `user_data` sources, in precedence order (§4). `@address.` = `user_data.address` (object,
+/// or the first element of an array).
+pub const USER_SOURCES: &[(&str, &[&str])] = &[
+    ("external_id", &["external_id", "user_id", "userId"]),
+    (
+        "ln",
+        &[
+            "lastName",
+            "LastName",
+            "nameLast",
+            "last_name",
+            "user_data.last_name",
+            "@address.last_name",
+        ],
+    ),
+    (
+        "fn",
+        &[
+            "firstName",
+            "FirstName",
+            "nameFirst",
+            "first_name",
+            "user_data.first_name",
+            "@address.first_name",
+        ],
+    ),
+    (
+        "em",
+        &["email", "user_data.email_address", "user_data.email"],
+    ),
+    ("ph", &["phone", "user_data.phone_number"]),
+    ("ct", &["city", "@address.city"]),
+    (
+        "st",
+        &["state", "region", "user_data.region", "@address.region"],
+    ),
+    (
+        "zp",
+        &[
+            "zip",
+            "postal_code",
+            "user_data.postal_code",
+            "@address.postal_code",
+        ],
+    ),
+    (
+        "country",
+        &[
+            "countryCode",
+            "country",
+            "user_data.country",
+            "@address.country",
+        ],
+    ),
+    ("ge", &["gender"]),
+    ("db", &["db"]),
+    ("hashed_maids", &["hashed_maids"]),
+];
+
+/// The hashing rule of a `user_data` key; `None` for keys sent as plain text
+/// (`client_ip_address`, `client_user_agent`, `click_id`, `partner_id`).
+pub fn hash_rule(key: &str) -> Option<Rule> {
+    Some(match key {
+        "ph" => Rule::Phone,
+        "ct" => Rule::City,
+        "ge" => Rule::Gender,
+        "db" => Rule::Date,
+        "zp" => Rule::Zip,
+        "em" | "ln" | "fn" | "st" | "country" | "external_id" | "hashed_maids" => Rule::Plain,
+        _ => return None,
+    })
+}
+
+/// The keys Pinterest matches conversions on; `a+b` means both together.
+pub const MATCH_KEYS: &[&str] = &[
+    "em",
+    "ph",
+    "external_id",
+    "click_id",
+    "client_ip_address+client_user_agent",
+    "fn",
+    "ln",
+    "ct",
+    "zp",
+    "country",
+    "hashed_maids",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_keys_are_the_api_s() {
+        let hashed: Vec<&str> = USER_DATA_KEYS
+            .iter()
+            .copied()
+            .filter(|k| hash_rule(k).is_some())
+            .collect();
+        assert_eq!(
+            hashed.join(" "),
+            "em ph ge db ln fn ct st zp country external_id hashed_maids"
+        );
+        for (key, _) in USER_SOURCES {
+            assert!(hash_rule(key).is_some(), "{key}");
+        }
+    }
 }

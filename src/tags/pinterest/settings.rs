@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::names;
+pub use crate::tags::common::{
+    gate::{ConsentMode, Trigger},
+    sources::{FromPath, OverrideValue},
+};
 use crate::{
     support::{stringish, ConfigError, Secret},
     tags::LogMode,
@@ -111,97 +114,6 @@ impl ActionSource {
             ActionSource::AppAndroid => "app_android",
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsentMode {
-    #[default]
-    Optional,
-    Required,
-}
-
-/// `trigger: {events: [...], exclude_events: [...]}`; names compared trimmed and lowercased.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Trigger {
-    pub events: Vec<String>,
-    pub exclude_events: Vec<String>,
-}
-
-/// An override value: a literal, or `{from: dotted.path}` read from the event data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum OverrideValue {
-    From(FromPath),
-    Literal(Value),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FromPath {
-    pub from: String,
-}
-
-impl<'de> Deserialize<'de> for OverrideValue {
-    /// `{from: path}` is a reference; any other value is a literal. A map that looks like a
-    /// misspelt reference (`{form: x}`, `{From: x}`, `{from: x, other: y}`) is an error rather
-    /// than a literal nobody meant.
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let value = Value::deserialize(d)?;
-        let Value::Object(map) = &value else {
-            return Ok(OverrideValue::Literal(value));
-        };
-        if let Some(from) = map.get("from") {
-            return match (from, map.len()) {
-                (Value::String(path), 1) => {
-                    Ok(OverrideValue::From(FromPath { from: path.clone() }))
-                }
-                (Value::String(_), _) => Err(D::Error::custom(
-                    "a {from: path} override takes no other keys",
-                )),
-                _ => Err(D::Error::custom(
-                    "from: must be a dotted event-data path (a string)",
-                )),
-            };
-        }
-        if map.len() == 1 {
-            if let Some(key) = map.keys().next().filter(|k| looks_like_from(k)) {
-                return Err(D::Error::custom(format!(
-                    "{key:?} looks like a misspelt \"from\"; write {{from: dotted.path}}"
-                )));
-            }
-        }
-        Ok(OverrideValue::Literal(value))
-    }
-}
-
-/// `from` with one edit or a different case (`form`, `frm`, `From`, `fromm`).
-fn looks_like_from(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    if k == "from" {
-        return true;
-    }
-    let (a, b) = (k.as_bytes(), b"from");
-    let dist = {
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.iter().enumerate() {
-            let mut cur = vec![i + 1];
-            for (j, cb) in b.iter().enumerate() {
-                let sub = prev[j] + usize::from(ca != cb);
-                cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    };
-    // Transposition ("form") counts as one edit.
-    dist <= 1
-        || (a.len() == 4 && {
-            let mut s = a.to_vec();
-            s.sort_unstable();
-            s == b"fmor"
-        })
 }
 
 impl PinterestSettings {

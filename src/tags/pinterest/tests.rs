@@ -2,9 +2,12 @@ use super::*;
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::tags::TagConfig;
+use crate::{
+    destination::Destination,
+    tags::{LogMode, SkipReason, Tag, TagConfig},
+};
 
 /// The receive time of every test request.
 const NOW: u64 = 1_700_000_000;
@@ -28,24 +31,62 @@ fn tag(extra: Value) -> PinterestTag {
     PinterestTag::new(settings(extra))
 }
 
-fn ev(v: Value) -> EventData {
-    match v {
-        Value::Object(m) => EventData::new(m),
-        other => panic!("event data must be an object, got {other}"),
+/// Event data borrowing from a leaked JSON value (tests only).
+fn ev(v: Value) -> EventData<'static> {
+    assert!(v.is_object(), "event data must be an object, got {v}");
+    EventData::from_json(Box::leak(Box::new(v)))
+}
+
+/// The tag's output with the mapped event as JSON, for assertions.
+#[derive(Debug, Clone, PartialEq)]
+struct TagOutput {
+    decision: TagDecision,
+    cookies: Vec<SetCookie>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum TagDecision {
+    Send(Outbound),
+    DryRun(Outbound),
+    Skip(SkipReason),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Outbound {
+    event: Value,
+    event_id: String,
+    event_name: String,
+}
+
+fn eval(tag: &dyn crate::tags::Tag, event: &EventData, req: &RequestContext) -> TagOutput {
+    let mut out = Vec::new();
+    let got = crate::tags::Tag::evaluate(tag, event, req, &mut out);
+    let ob = |o: crate::tags::Outbound| Outbound {
+        event: serde_json::from_slice(&out).expect("the tag writes JSON"),
+        event_id: o.event_id,
+        event_name: o.event_name,
+    };
+    TagOutput {
+        decision: match got.decision {
+            crate::tags::TagDecision::Send(o) => TagDecision::Send(ob(o)),
+            crate::tags::TagDecision::DryRun(o) => TagDecision::DryRun(ob(o)),
+            crate::tags::TagDecision::Skip(r) => TagDecision::Skip(r),
+        },
+        cookies: got.cookies,
     }
 }
 
-fn req() -> RequestContext {
+fn req() -> RequestContext<'static> {
     RequestContext::detached(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW))
 }
 
 fn h(normalized: &str) -> String {
-    hashing::sha256_hex(normalized)
+    crate::tags::common::hashing::sha256_hex(normalized)
 }
 
 /// Evaluates and returns the event of a `Send` decision.
 fn sent_with(tag: &PinterestTag, event: Value, req: &RequestContext) -> Value {
-    match Tag::evaluate(tag, &ev(event), req).decision {
+    match eval(tag, &ev(event), req).decision {
         TagDecision::Send(o) => o.event,
         other => panic!("expected Send, got {other:?}"),
     }
@@ -180,7 +221,7 @@ fn standard_mode_always_sends_standard_event() {
         "event_map": {"purchase": "checkout"},
     }));
     for incoming in ["page_view", "purchase", "anything", ""] {
-        let out = Tag::evaluate(
+        let out = eval(
             &t,
             &ev(json!({"event_name": incoming, "event_id": "e1"})),
             &req(),
@@ -306,7 +347,7 @@ fn event_id_precedence() {
 #[test]
 fn event_id_generated_when_missing() {
     let t = tag(json!({}));
-    let out = Tag::evaluate(&t, &ev(json!({"event_name": "page_view"})), &req());
+    let out = eval(&t, &ev(json!({"event_name": "page_view"})), &req());
     let TagDecision::Send(outbound) = out.decision else {
         panic!("expected Send, got {:?}", out.decision);
     };
@@ -403,7 +444,7 @@ fn consent_required_and_optional() {
             .as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        let out = Tag::evaluate(&required, &ev(event.clone()), &req());
+        let out = eval(&required, &ev(event.clone()), &req());
         if granted {
             assert_eq!(
                 out.decision,
@@ -454,7 +495,7 @@ fn trigger_events_and_exclude_events_case_insensitive() {
         cookies: vec![],
     };
     let fires = |t: &PinterestTag, name: &str| {
-        let out = Tag::evaluate(
+        let out = eval(
             t,
             &ev(json!({"event_name": name, "event_id": "e1"})),
             &req(),
@@ -487,7 +528,7 @@ fn trigger_is_checked_before_consent() {
         "trigger": {"exclude_events": ["page_view"]},
     }));
     assert_eq!(
-        Tag::evaluate(&t, &ev(json!({"event_name": "page_view"})), &req()).decision,
+        eval(&t, &ev(json!({"event_name": "page_view"})), &req()).decision,
         TagDecision::Skip(SkipReason::Trigger)
     );
 }
@@ -521,7 +562,7 @@ fn dry_run_decision() {
             TagDecision::Send(outbound.clone())
         };
         assert_eq!(
-            Tag::evaluate(&t, &ev(event.clone()), &req()).decision,
+            eval(&t, &ev(event.clone()), &req()).decision,
             want,
             "{extra}"
         );
@@ -542,12 +583,12 @@ fn tag_trait_accessors() {
     let built = TagConfig::Pinterest(settings(json!({}))).build();
     assert_eq!(built.name(), "pin");
     assert_eq!(
-        built
-            .evaluate(
-                &ev(json!({"event_name": "purchase", "event_id": "e1"})),
-                &req()
-            )
-            .decision,
+        eval(
+            &*built,
+            &ev(json!({"event_name": "purchase", "event_id": "e1"})),
+            &req()
+        )
+        .decision,
         TagDecision::Send(Outbound {
             event: bare("checkout", "e1"),
             event_id: "e1".into(),
@@ -632,7 +673,7 @@ fn user_data_address_array_uses_the_first_element() {
 #[test]
 fn click_id_precedence() {
     let t = tag(json!({}));
-    let cookie = |r: &mut RequestContext| r.cookies = vec![("_epik".into(), "from-cookie".into())];
+    let cookie = |r: &mut RequestContext| r.cookies = vec![("_epik", "from-cookie")];
     let full = json!({
         "event_name": "page_view",
         "event_id": "e1",
@@ -640,14 +681,14 @@ fn click_id_precedence() {
         "click_id": "from-click-id",
         "page_location": "https://shop.example/landing?utm_source=p&epik=from-page",
     });
-    let referer = Some("https://www.pinterest.com/pin/1/?epik=from-referer".to_owned());
+    let referer = Some("https://www.pinterest.com/pin/1/?epik=from-referer");
     let click = |event: &Value, with_cookie: bool, with_referer: bool| {
         let mut r = req();
         if with_cookie {
             cookie(&mut r);
         }
         if with_referer {
-            r.referer = referer.clone();
+            r.referer = referer;
         }
         sent_with(&t, event.clone(), &r)["user_data"]
             .get("click_id")
@@ -692,7 +733,7 @@ fn click_id_precedence() {
     );
     // An empty cookie or parameter does not count.
     let mut r = req();
-    r.cookies = vec![("_epik".into(), " ".into())];
+    r.cookies = vec![("_epik", " ")];
     let mut empty = without(&["common_cookie", "click_id"]);
     empty["page_location"] = json!("https://shop.example/?epik=&x=1");
     assert_eq!(sent_with(&t, empty, &r)["user_data"].get("click_id"), None);
@@ -709,9 +750,9 @@ fn epik_cookies(
     referer: Option<&str>,
 ) -> Vec<String> {
     let mut r = req();
-    r.host = host.map(str::to_owned);
-    r.referer = referer.map(str::to_owned);
-    Tag::evaluate(t, &ev(event), &r)
+    r.host = host;
+    r.referer = referer;
+    eval(t, &ev(event), &r)
         .cookies
         .iter()
         .map(SetCookie::header_value)
@@ -765,9 +806,9 @@ fn epik_cookie_domain_is_the_registrable_domain() {
     }
     // The struct itself, for the common case.
     let mut r = req();
-    r.host = Some("track.shop.example.com".into());
+    r.host = Some("track.shop.example.com");
     assert_eq!(
-        Tag::evaluate(&t, &ev(landing), &r).cookies,
+        eval(&t, &ev(landing), &r).cookies,
         vec![SetCookie {
             name: "_epik".into(),
             value: "dj0yJnU9Abc-_x".into(),
@@ -1314,7 +1355,7 @@ fn epik_cookie_round_trip_changes_the_click_id_today() {
     // The landing request sends the decoded value; later requests carry the percent-encoded
     // cookie, which is used as is.
     let t = tag(json!({}));
-    let landing = Tag::evaluate(
+    let landing = eval(
         &t,
         &ev(json!({"event_name": "page_view", "event_id": "e1",
                    "page_location": "https://a.example.com/?epik=a%3Bb"})),
@@ -1325,7 +1366,7 @@ fn epik_cookie_round_trip_changes_the_click_id_today() {
     };
     assert_eq!(first.event["user_data"], json!({"click_id": "a;b"}));
     let mut r = req();
-    r.cookies = vec![("_epik".into(), landing.cookies[0].value.clone())];
+    r.cookies = vec![("_epik", landing.cookies[0].value.as_str())];
     let later = sent_with(&t, json!({"event_name": "x", "event_id": "e2"}), &r);
     assert_eq!(later["user_data"], json!({"click_id": "a%3Bb"}));
 }
@@ -1346,7 +1387,7 @@ fn fractional_quantity_today() {
 #[test]
 fn blank_consent_state_ad_storage_falls_back_to_gcs() {
     let t = tag(json!({"ad_storage_consent": "required"}));
-    let out = Tag::evaluate(
+    let out = eval(
         &t,
         &ev(json!({"event_name": "x", "event_id": "e1",
                    "consent_state": {"ad_storage": ""}, "x-ga-gcs": "G111"})),
@@ -1357,7 +1398,7 @@ fn blank_consent_state_ad_storage_falls_back_to_gcs() {
         "{:?}",
         out.decision
     );
-    let out = Tag::evaluate(
+    let out = eval(
         &t,
         &ev(json!({"event_name": "x", "event_id": "e1",
                    "consent_state": {"ad_storage": ""}, "x-ga-gcs": "G100"})),

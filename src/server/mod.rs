@@ -15,6 +15,8 @@ use std::{
 
 use tokio::{net::TcpListener, sync::watch};
 
+mod routes;
+
 use crate::{
     config::Config,
     destination::{Destination, RouteKey},
@@ -22,8 +24,8 @@ use crate::{
         self, DeliveryObserver, DispatchSetup, DrainReport, NoObserver, RequestLog, StdoutLog,
     },
     health::Health,
-    ingest::{self, AppState, ClientIpResolver},
-    pipeline::{Pipeline, TagSlot},
+    ingest::{privacy::Redactor, AppState, ClientIpResolver},
+    pipeline::{Pipeline, TagMetrics, TagSlot},
     queue::{storage::Storage, Queue, QueueError},
 };
 
@@ -73,7 +75,12 @@ pub fn build_tags(config: &Config) -> (Vec<TagSlot>, Vec<Arc<dyn Destination>>) 
             routes.push(dest.clone());
             routes.len() - 1
         });
-        slots.push(TagSlot { tag, route });
+        let metrics = TagMetrics::new(&*tag);
+        slots.push(TagSlot {
+            tag,
+            route,
+            metrics,
+        });
     }
     (slots, routes)
 }
@@ -147,8 +154,10 @@ pub async fn run(
             queue: queue.clone(),
             log: services.request_log,
             reply_timeout,
+            trace: config.debug.enabled,
         },
         health: health.clone(),
+        redactor: Redactor::new(&config.privacy.redact_query_params),
         config: config.clone(),
     });
 
@@ -166,7 +175,7 @@ pub async fn run(
     }
     let mut graceful = signal_rx.clone();
     let flag = health.clone();
-    let app = ingest::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = routes::public(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = graceful.wait_for(Option::is_some).await;
         flag.set_draining();

@@ -1,0 +1,388 @@
+//! Event data: the one canonical shape between ingest and tags.
+//!
+//! An [`EventData`] is the server-side GTM "common event data" object: flat JSON with
+//! well-known keys (`event_name`, `page_location`, `ip_override`, `user_agent`, `items`,
+//! `user_data`, ...). Ingest builds it; tags only read it. Its strings borrow from the
+//! request wherever they can ([`Val`]), and keys a request shares between its events (a
+//! `/data` wrapper's) are read through, never copied into each event. [`RequestContext`]
+//! carries what a tag may need from the HTTP request besides the event (cookies, host,
+//! referer, the receive time, the debug flag).
+
+pub mod value;
+
+use std::{borrow::Cow, time::SystemTime};
+
+use serde_json::Value;
+
+pub use value::{Num, Obj, Val};
+
+/// One event, as ingest produced it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventData<'a> {
+    /// The event's own keys, sorted for lookup.
+    own: Obj<'a>,
+    /// Keys shared by the request's events (sorted); an own key of the same name wins.
+    shared: Option<&'a Obj<'a>>,
+}
+
+impl<'a> EventData<'a> {
+    pub fn new(mut own: Obj<'a>) -> Self {
+        own.sort_dedup();
+        Self { own, shared: None }
+    }
+
+    /// An event whose missing keys are read from `shared` (sorted with
+    /// [`Obj::sort_dedup`] first).
+    pub fn with_shared(own: Obj<'a>, shared: &'a Obj<'a>) -> Self {
+        let mut e = Self::new(own);
+        e.shared = Some(shared);
+        e
+    }
+
+    /// From a JSON object (other values give an empty event), borrowing its strings.
+    pub fn from_json(value: &'a Value) -> Self {
+        match Val::from_json(value) {
+            Val::Obj(o) => Self::new(o),
+            _ => Self::default(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Val<'a>> {
+        self.own
+            .get_sorted(key)
+            .or_else(|| self.shared.and_then(|s| s.get_sorted(key)))
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets an own key.
+    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Val<'a>) {
+        self.own.insert_sorted(key, value);
+    }
+
+    /// Reads a dotted path (`user_data.address.city`, `items.0.item_id`). A number segment
+    /// indexes an array; any other segment applied to an array reads its first element
+    /// (`user_data.address.city` when `address` is a list of addresses). A key that itself
+    /// contains dots (`x-ga-mp2-user_properties.tier`) is found too.
+    pub fn get_path(&self, path: &str) -> Option<&Val<'a>> {
+        if let Some(v) = self.get(path) {
+            return Some(v);
+        }
+        // Nested objects first (the common case), then keys that themselves contain dots.
+        let mut from = 0;
+        while let Some(dot) = path[from..].find('.').map(|d| from + d) {
+            let (head, tail) = (&path[..dot], &path[dot + 1..]);
+            if let Some(found) = self.get(head).and_then(|v| descend(v, tail)) {
+                return Some(found);
+            }
+            from = dot + 1;
+        }
+        None
+    }
+
+    /// The value at `key` as non-blank text (strings trimmed, numbers and bools printed).
+    pub fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.get(key).and_then(value_text)
+    }
+
+    /// The incoming event name, as sent (not mapped).
+    pub fn event_name(&self) -> &str {
+        self.get("event_name").and_then(Val::as_str).unwrap_or("")
+    }
+
+    /// Whether the event marks itself as debug traffic (GA4 `debug_mode` / `_dbg`).
+    pub fn is_debug(&self) -> bool {
+        self.get("debug_mode").is_some_and(is_truthy)
+            || self
+                .get_path("x-ga-system_properties.dbg")
+                .is_some_and(is_truthy)
+    }
+
+    /// The merged event data as JSON (own keys over shared ones).
+    pub fn to_json(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        if let Some(shared) = self.shared {
+            for (k, v) in shared.iter() {
+                map.insert(k.to_owned(), v.to_json());
+            }
+        }
+        for (k, v) in self.own.iter() {
+            map.insert(k.to_owned(), v.to_json());
+        }
+        Value::Object(map)
+    }
+
+    /// Own keys (shared ones not included).
+    pub fn own(&self) -> &Obj<'a> {
+        &self.own
+    }
+}
+
+fn lookup_obj<'v, 'a>(map: &'v Obj<'a>, path: &str) -> Option<&'v Val<'a>> {
+    if let Some(v) = map.get(path) {
+        return Some(v);
+    }
+    let mut from = 0;
+    while let Some(dot) = path[from..].find('.').map(|d| from + d) {
+        let (head, tail) = (&path[..dot], &path[dot + 1..]);
+        if let Some(found) = map.get(head).and_then(|v| descend(v, tail)) {
+            return Some(found);
+        }
+        from = dot + 1;
+    }
+    None
+}
+
+fn descend<'v, 'a>(value: &'v Val<'a>, path: &str) -> Option<&'v Val<'a>> {
+    match value {
+        Val::Obj(map) => lookup_obj(map, path),
+        Val::Arr(items) => {
+            let (index, rest) = match path.split_once('.') {
+                Some((i, r)) => (i, Some(r)),
+                None => (path, None),
+            };
+            let Ok(index) = index.parse::<usize>() else {
+                return descend(items.first()?, path);
+            };
+            let item = items.get(index)?;
+            match rest {
+                Some(r) => descend(item, r),
+                None => Some(item),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Non-blank text of a scalar: trimmed strings, numbers printed without a trailing `.0`.
+pub fn value_text<'v>(value: &'v Val<'_>) -> Option<Cow<'v, str>> {
+    let text: Cow<'v, str> = match value {
+        Val::Str(s) => Cow::Borrowed(s.trim()),
+        Val::Num(n) => Cow::Owned(number_text(*n)),
+        Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// A JSON number as decimal text: `12345` and `12345.0` print `12345`, `49.99` prints `49.99`.
+pub fn number_text(n: Num) -> String {
+    match n {
+        Num::I(i) => itoa::Buffer::new().format(i).to_owned(),
+        Num::U(u) => itoa::Buffer::new().format(u).to_owned(),
+        Num::F(f) => float_text(f),
+    }
+}
+
+/// Shortest decimal text that round-trips, without exponent or trailing `.0`.
+pub fn float_text(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+/// Whether a value is "empty" for source precedence: null, blank text, or an array of empties.
+pub fn is_blank(value: &Val<'_>) -> bool {
+    match value {
+        Val::Null => true,
+        Val::Str(s) => s.trim().is_empty(),
+        Val::Arr(items) => items.iter().all(is_blank),
+        Val::Obj(map) => map.is_empty(),
+        _ => false,
+    }
+}
+
+/// Consent-style truthiness: `true`, non-zero numbers, and the strings `true`, `1`, `yes`,
+/// `granted` (any case). Everything else, including unknown strings, is false: when in doubt,
+/// consent is not assumed.
+pub fn is_truthy(value: &Val<'_>) -> bool {
+    match value {
+        Val::Bool(b) => *b,
+        Val::Num(n) => n.as_f64() != 0.0,
+        Val::Str(s) => {
+            let t = s.trim();
+            ["true", "1", "yes", "granted"]
+                .iter()
+                .any(|w| t.eq_ignore_ascii_case(w))
+        }
+        _ => false,
+    }
+}
+
+/// What a tag may read from the HTTP request besides the event itself.
+#[derive(Debug, Clone)]
+pub struct RequestContext<'a> {
+    /// When the gateway received the request: the event time Pinterest gets.
+    pub received_at: SystemTime,
+    /// Request cookies, in header order.
+    pub cookies: Vec<(&'a str, &'a str)>,
+    /// The `Host` the client addressed (without port), when it is a valid host name or IP
+    /// address: the `_epik` cookie's domain comes from it.
+    pub host: Option<&'a str>,
+    /// The `Referer` header.
+    pub referer: Option<&'a str>,
+    /// Debug traffic: the request carried a debug header with the debug token.
+    pub debug: bool,
+    /// The request carried the debug token (header or cookie): events that mark themselves
+    /// as debug traffic (`debug_mode`, `_dbg`) count as such.
+    pub debug_allowed: bool,
+    /// Correlates the request with the tags' log records (`TraceId`).
+    pub trace_id: String,
+}
+
+impl RequestContext<'_> {
+    /// A context with no request around it (the `map` command, unit tests).
+    pub fn detached(received_at: SystemTime) -> RequestContext<'static> {
+        RequestContext {
+            received_at,
+            cookies: Vec::new(),
+            host: None,
+            referer: None,
+            debug: false,
+            debug_allowed: false,
+            trace_id: new_trace_id(),
+        }
+    }
+
+    /// Whether `event` is debug traffic: a debug header with the token, or the event's own
+    /// flag in a request that carries the token.
+    pub fn is_debug(&self, event: &EventData<'_>) -> bool {
+        self.debug || (self.debug_allowed && event.is_debug())
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(k, v)| *k == name && !v.trim().is_empty())
+            .map(|(_, v)| *v)
+    }
+}
+
+/// 32 hex digits, the W3C trace-id shape.
+pub fn new_trace_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let mut s = String::with_capacity(32);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A random (version 4) UUID, hyphenated: the `event_id` of events that bring none.
+pub fn new_event_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_descend_objects_and_arrays() {
+        let v = json!({
+            "user_data": {"address": [{"city": "Paris"}]},
+            "items": [{"item_id": "A"}],
+            "x-ga-mp2-user_properties.tier": "gold",
+        });
+        let e = EventData::from_json(&v);
+        assert_eq!(
+            e.get_path("user_data.address.0.city"),
+            Some(&Val::str("Paris"))
+        );
+        assert_eq!(
+            e.get_path("user_data.address.city"),
+            Some(&Val::str("Paris"))
+        );
+        assert_eq!(e.get_path("items.0.item_id"), Some(&Val::str("A")));
+        assert_eq!(
+            e.get_path("x-ga-mp2-user_properties.tier"),
+            Some(&Val::str("gold"))
+        );
+        assert_eq!(e.get_path("items.1.item_id"), None);
+        assert_eq!(e.get_path("user_data.nope"), None);
+    }
+
+    #[test]
+    fn shared_keys_are_read_through_and_own_keys_win() {
+        let shared_json = json!({"user_id": "u", "user_data": {"email": "shared@x"}});
+        let Val::Obj(mut shared) = Val::from_json(&shared_json) else {
+            panic!()
+        };
+        shared.sort_dedup();
+        let own_json = json!({"user_id": "v", "user_data": {"phone": "1"}});
+        let Val::Obj(own) = Val::from_json(&own_json) else {
+            panic!()
+        };
+        let e = EventData::with_shared(own, &shared);
+        assert_eq!(e.text("user_id").as_deref(), Some("v"));
+        // The event's own user_data replaces the shared one as a whole (as a merge would).
+        assert_eq!(e.get_path("user_data.email"), None);
+        assert_eq!(e.get_path("user_data.phone"), Some(&Val::str("1")));
+        let only_shared = EventData::with_shared(Obj::new(), &shared);
+        assert_eq!(
+            only_shared.get_path("user_data.email"),
+            Some(&Val::str("shared@x"))
+        );
+    }
+
+    #[test]
+    fn numbers_print_like_javascript() {
+        assert_eq!(float_text(49.99), "49.99");
+        assert_eq!(float_text(5.0), "5");
+        assert_eq!(float_text(616.5), "616.5");
+        assert_eq!(
+            value_text(&Val::Num(Num::I(12345))).as_deref(),
+            Some("12345")
+        );
+        assert_eq!(value_text(&Val::str(" x ")).as_deref(), Some("x"));
+        assert_eq!(value_text(&Val::str("  ")), None);
+    }
+
+    #[test]
+    fn truthiness_is_conservative() {
+        for v in [
+            json!(true),
+            json!(1),
+            json!("granted"),
+            json!("TRUE"),
+            json!("yes"),
+        ] {
+            assert!(is_truthy(&Val::from_json(&v)), "{v}");
+        }
+        for v in [
+            json!(false),
+            json!(0),
+            json!("denied"),
+            json!(""),
+            json!(null),
+            json!("maybe"),
+        ] {
+            assert!(!is_truthy(&Val::from_json(&v)), "{v}");
+        }
+    }
+
+    #[test]
+    fn ids_have_their_shapes() {
+        let t = new_trace_id();
+        assert_eq!(t.len(), 32);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+        let e = new_event_id();
+        assert_eq!(e.len(), 36);
+        assert_eq!(
+            uuid::Uuid::parse_str(&e).map(|u| u.get_version_num()).ok(),
+            Some(4)
+        );
+        assert_ne!(new_event_id(), e);
+    }
+}

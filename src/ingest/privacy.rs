@@ -1,0 +1,257 @@
+//! Privacy redaction before mapping: e-mail addresses anywhere in the event's URLs
+//! (`page_location`, `page_referrer`, `event_source_url`; raw or percent-encoded) and the
+//! values of `privacy.redact_query_params` are replaced by `(redacted)`. Other parameters
+//! (`utm_*`, `epik`, `gclid`) stay byte for byte. What is redacted here reaches neither a
+//! destination, nor the queue, nor the logs, nor the debug page.
+
+use crate::event::{EventData, Val};
+
+/// The keys of event data that hold URLs.
+pub const URL_KEYS: [&str; 3] = ["page_location", "page_referrer", "event_source_url"];
+
+/// What replaces redacted text.
+pub const REDACTED: &str = "(redacted)";
+
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Query parameter names whose values are redacted, lowercase.
+    params: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(params: &[String]) -> Self {
+        Self {
+            params: params
+                .iter()
+                .map(|p| p.trim().to_ascii_lowercase())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        }
+    }
+
+    /// Whether any URL of the event needs redaction (a cheap scan; the common case is no).
+    pub fn needed(&self, e: &EventData<'_>) -> bool {
+        URL_KEYS.iter().any(|k| {
+            e.get(k)
+                .and_then(Val::as_str)
+                .is_some_and(|u| self.may_need(u))
+        })
+    }
+
+    fn may_need(&self, url: &str) -> bool {
+        let b = url.as_bytes();
+        b.contains(&b'@')
+            || contains_ci(b, b"%40")
+            || (b.contains(&b'?') && self.params.iter().any(|p| contains_ci(b, p.as_bytes())))
+    }
+
+    /// The event with its URLs redacted.
+    pub fn apply<'a>(&self, e: &EventData<'a>) -> EventData<'a> {
+        let mut out = e.clone();
+        for key in URL_KEYS {
+            if let Some(url) = e.get(key).and_then(Val::as_str) {
+                if let Some(r) = self.redact_url(url) {
+                    metrics::counter!("tagbridge_privacy_redactions_total").increment(1);
+                    out.insert(key, Val::string(r));
+                }
+            }
+        }
+        out
+    }
+
+    /// `url` with e-mail addresses and the listed parameters' values redacted; `None` when
+    /// nothing changed.
+    pub fn redact_url(&self, url: &str) -> Option<String> {
+        if !self.may_need(url) {
+            return None;
+        }
+        let mut out = redact_emails(url);
+        if !self.params.is_empty() {
+            out = self.redact_params(&out);
+        }
+        (out != url).then_some(out)
+    }
+
+    fn redact_params(&self, url: &str) -> String {
+        let Some((base, rest)) = url.split_once('?') else {
+            return url.to_owned();
+        };
+        let (query, fragment) = match rest.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (rest, None),
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let (k, _) = pair.split_once('=').unwrap_or((pair, ""));
+                let name: String = form_urlencoded::parse(k.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.to_ascii_lowercase())
+                    .unwrap_or_default();
+                if pair.contains('=') && self.params.contains(&name) {
+                    format!("{k}={REDACTED}")
+                } else {
+                    pair.to_owned()
+                }
+            })
+            .collect();
+        let mut out = format!("{base}?{}", pairs.join("&"));
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+        out
+    }
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn local_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'.' | b'_'
+                | b'%'
+                | b'+'
+                | b'-'
+                | b'!'
+                | b'#'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'/'
+                | b'='
+                | b'?'
+                | b'^'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
+        )
+}
+
+fn domain_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')
+}
+
+/// Replaces `local@domain.tld` (with `@` raw or as `%40`) by [`REDACTED`].
+fn redact_emails(url: &str) -> String {
+    let b = url.as_bytes();
+    let mut out = String::with_capacity(url.len());
+    let mut copied = 0; // bytes of `url` already in `out`
+    let mut i = 0;
+    while i < b.len() {
+        let at_len = if b[i] == b'@' {
+            1
+        } else if b[i] == b'%' && b.get(i + 1) == Some(&b'4') && b.get(i + 2) == Some(&b'0') {
+            3
+        } else {
+            i += 1;
+            continue;
+        };
+        // Local part: back from the `@` while it looks like one (stop at `=`, `/`, `?`, `&`
+        // that separate it from the URL around it).
+        let mut start = i;
+        while start > copied
+            && local_char(b[start - 1])
+            && !matches!(b[start - 1], b'=' | b'/' | b'?' | b'&')
+        {
+            start -= 1;
+        }
+        // An encoded separator (`%3D`, `%2F`) right before the address ends the local part.
+        let mut s = start;
+        while s + 3 <= i {
+            if b[s] == b'%'
+                && matches!(
+                    &b[s + 1..s + 3],
+                    b"3D" | b"3d" | b"2F" | b"2f" | b"26" | b"3F" | b"3f"
+                )
+            {
+                start = s + 3;
+            }
+            s += 1;
+        }
+        let mut end = i + at_len;
+        while end < b.len() && domain_char(b[end]) {
+            end += 1;
+        }
+        let domain = &url[i + at_len..end];
+        let domain = domain.trim_end_matches(['.', '-']);
+        let end = i + at_len + domain.len();
+        let tld_ok = domain.rsplit_once('.').is_some_and(|(name, tld)| {
+            !name.is_empty() && tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic())
+        });
+        if start < i && tld_ok && url.is_char_boundary(start) && url.is_char_boundary(end) {
+            out.push_str(&url[copied..start]);
+            out.push_str(REDACTED);
+            copied = end;
+            i = end;
+        } else {
+            i += at_len;
+        }
+    }
+    out.push_str(&url[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r() -> Redactor {
+        Redactor::new(&[
+            "email".into(),
+            "e-mail".into(),
+            "mail".into(),
+            "phone".into(),
+            "tel".into(),
+            "mobile".into(),
+        ])
+    }
+
+    #[test]
+    fn emails_anywhere_raw_or_encoded() {
+        let r = r();
+        assert_eq!(
+            r.redact_url("https://shop.example.com/thanks?x=jane.doe%40example.com&utm_source=pin")
+                .as_deref(),
+            Some("https://shop.example.com/thanks?x=(redacted)&utm_source=pin")
+        );
+        assert_eq!(
+            r.redact_url("https://shop.example.com/u/jane+1@example.co.uk/profile?epik=abc")
+                .as_deref(),
+            Some("https://shop.example.com/u/(redacted)/profile?epik=abc")
+        );
+        assert_eq!(
+            r.redact_url("https://shop.example.com/?next=%2Fa%3Fe%3Djane%40example.com")
+                .as_deref(),
+            Some("https://shop.example.com/?next=%2Fa%3Fe%3D(redacted)")
+        );
+        // A user-info style or a bare `@` is not an e-mail address.
+        assert_eq!(r.redact_url("https://shop.example.com/@handle"), None);
+    }
+
+    #[test]
+    fn listed_parameters_are_redacted_others_kept() {
+        let r = r();
+        assert_eq!(
+            r.redact_url("https://shop.example.com/?Email=x&phone=%2B15551234567&utm_campaign=a%20b&epik=E#frag").as_deref(),
+            Some("https://shop.example.com/?Email=(redacted)&phone=(redacted)&utm_campaign=a%20b&epik=E#frag")
+        );
+        assert_eq!(
+            r.redact_url("https://shop.example.com/?utm_source=mailchimp"),
+            None
+        );
+        assert_eq!(
+            r.redact_url("https://shop.example.com/telephones?x=1"),
+            None
+        );
+    }
+}

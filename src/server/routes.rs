@@ -1,0 +1,78 @@
+//! The routers: the public one (ingest paths, `/healthz`, `/readyz`) and the admin one
+//! (`/metrics`, `/debug`), and the request counter around them.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::IntoResponse,
+    routing::get,
+    Router,
+};
+
+use crate::ingest::{self, AppState};
+
+/// The public listener's routes.
+pub fn public(state: Arc<AppState>) -> Router {
+    // Make sure the recorder exists before the first request counts anything.
+    let _ = crate::telemetry::prometheus();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(ingest::routes(state.clone()))
+        .layer(axum::middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+/// Counts requests by route (the configured path, never the raw URL) and status.
+async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::counter!("tagbridge_http_requests_total", "route" => route, "status" => status_label(response.status())).increment(1);
+    response
+}
+
+/// Status codes as static labels (no allocation per request).
+fn status_label(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        200 => "200",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => s.canonical_reason().unwrap_or("other"),
+    }
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::prometheus().render(),
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    match state.health.readiness(&state.pipeline.queue) {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
+}

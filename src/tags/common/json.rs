@@ -1,0 +1,162 @@
+//! Writing JSON straight into a byte buffer: each mapped event is serialized once, into the
+//! queue record, without an intermediate `serde_json::Value`.
+//!
+//! [`write_clean`] drops empty values on the way (null, blank strings, empty arrays and
+//! objects, recursively), which is how every destination wants its payloads.
+
+use crate::event::{Num, Obj, Val};
+
+/// Writes `s` as a JSON string (escaping as serde_json does).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+pub fn write_num(out: &mut Vec<u8>, n: Num) {
+    match n {
+        Num::I(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+        Num::U(u) => out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
+        // serde_json's own float format (`1e+21`), so output matches what it would write.
+        Num::F(f) => {
+            if !f.is_finite() || serde_json::to_writer(&mut *out, &f).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+    }
+}
+
+/// Whether a value is removed by cleaning: null, blank text, and arrays or objects with
+/// nothing left after cleaning.
+pub fn is_empty_clean(v: &Val<'_>) -> bool {
+    match v {
+        Val::Null => true,
+        Val::Str(s) => s.trim().is_empty(),
+        Val::Arr(a) => a.iter().all(is_empty_clean),
+        Val::Obj(o) => o.iter().all(|(_, v)| is_empty_clean(v)),
+        Val::Bool(_) | Val::Num(_) => false,
+    }
+}
+
+/// Writes `v` without its empty parts (the caller checked [`is_empty_clean`] for `v`).
+pub fn write_clean(out: &mut Vec<u8>, v: &Val<'_>) {
+    match v {
+        Val::Null => out.extend_from_slice(b"null"),
+        Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Val::Num(n) => write_num(out, *n),
+        Val::Str(s) => write_str(out, s),
+        Val::Arr(a) => {
+            out.push(b'[');
+            let mut first = true;
+            for item in a.iter().filter(|i| !is_empty_clean(i)) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_clean(out, item);
+            }
+            out.push(b']');
+        }
+        Val::Obj(o) => write_obj_clean(out, o),
+    }
+}
+
+/// Writes an object without its empty members.
+pub fn write_obj_clean(out: &mut Vec<u8>, o: &Obj<'_>) {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in o.iter().filter(|(_, v)| !is_empty_clean(v)) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, k);
+        out.push(b':');
+        write_clean(out, v);
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn clean(v: serde_json::Value) -> String {
+        let val = Val::from_json(&v);
+        let mut out = Vec::new();
+        write_clean(&mut out, &val);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings_escape_like_serde_json() {
+        for s in [
+            "plain",
+            "q\"uo\\te",
+            "nl\n\r\t",
+            "\u{1}\u{8}\u{c}\u{1f}",
+            "ünï 東京 /",
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_write_like_serde_json() {
+        for v in [
+            json!(1),
+            json!(-7),
+            json!(18446744073709551615_u64),
+            json!(1.5),
+            json!(1e21),
+            json!(0.1),
+            json!(100.0),
+        ] {
+            let mut out = Vec::new();
+            write_clean(&mut out, &Val::from_json(&v));
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+    }
+
+    #[test]
+    fn cleaning_drops_empty_members_recursively() {
+        assert_eq!(
+            clean(
+                json!({"a": null, "b": " ", "c": [], "d": {"x": [null, ""]}, "e": 0, "f": false, "g": ["", "k"]})
+            ),
+            r#"{"e":0,"f":false,"g":["k"]}"#
+        );
+    }
+}
