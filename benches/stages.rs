@@ -10,6 +10,10 @@
 
 use std::{hint::black_box, sync::Arc, time::SystemTime};
 
+/// The binary's allocator, so allocation costs are the gateway's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use tagbridge::{
@@ -72,6 +76,13 @@ fn parse(c: &mut Criterion) {
             let d = gtag_parse::decode(black_box(QUERY), black_box(BODY)).ok();
             black_box(d.as_ref().map(|d| d.events(false).map(|(e, _)| e.len())))
         })
+    });
+    group.bench_function("gtag_decode_only", |b| {
+        b.iter(|| black_box(gtag_parse::decode(black_box(QUERY), black_box(BODY)).is_ok()))
+    });
+    let decoded = gtag_parse::decode(QUERY, BODY).expect("decodes");
+    group.bench_function("gtag_events_only", |b| {
+        b.iter(|| black_box(decoded.events(false).map(|(e, _)| e.len())))
     });
     group.bench_function("mp_3_events", |b| {
         b.iter(|| {

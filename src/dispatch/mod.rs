@@ -73,6 +73,11 @@ pub enum DeliveryEvent<'a> {
 /// Receives [`DeliveryEvent`]s by event sequence number.
 pub trait DeliveryObserver: Send + Sync {
     fn observe(&self, seqs: &[u64], event: DeliveryEvent<'_>);
+    /// Whether per-event [`DeliveryEvent::Response`]s are wanted (reading them parses the
+    /// destination's answer).
+    fn wants_responses(&self) -> bool {
+        true
+    }
 }
 
 /// Observes nothing.
@@ -81,6 +86,9 @@ pub struct NoObserver;
 
 impl DeliveryObserver for NoObserver {
     fn observe(&self, _: &[u64], _: DeliveryEvent<'_>) {}
+    fn wants_responses(&self) -> bool {
+        false
+    }
 }
 
 /// Everything the dispatcher is built from.

@@ -19,22 +19,95 @@ pub use value::{Num, Obj, Val};
 /// One event, as ingest produced it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventData<'a> {
-    /// The event's own keys, sorted for lookup.
+    /// The event's own keys, in arrival order (a later duplicate wins), hash-indexed.
     own: Obj<'a>,
+    index: KeyIndex,
+    /// Whether any top-level key contains a dot (only then can a dotted path be a key).
+    dotted_keys: bool,
     /// Keys shared by the request's events (sorted); an own key of the same name wins.
     shared: Option<&'a Obj<'a>>,
 }
 
+/// An open-addressing hash index over an object's keys (positions; the last duplicate
+/// wins). Mapping reads dozens of keys per event: this keeps each read a hash and a
+/// compare instead of a search.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct KeyIndex {
+    slots: Vec<u32>,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+fn key_hash(key: &str) -> usize {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(key.as_bytes());
+    h.finish() as usize
+}
+
+impl KeyIndex {
+    fn build(obj: &Obj<'_>) -> Self {
+        let cap = (obj.len() * 2).next_power_of_two().max(16);
+        let mut idx = KeyIndex {
+            slots: vec![EMPTY; cap],
+        };
+        for (i, (k, _)) in obj.0.iter().enumerate() {
+            idx.put(obj, k, i);
+        }
+        idx
+    }
+
+    fn put(&mut self, obj: &Obj<'_>, key: &str, pos: usize) {
+        let mask = self.slots.len() - 1;
+        let mut at = key_hash(key) & mask;
+        loop {
+            match self.slots[at] {
+                EMPTY => {
+                    self.slots[at] = pos as u32;
+                    return;
+                }
+                p if obj.0[p as usize].0 == key => {
+                    self.slots[at] = pos as u32;
+                    return;
+                }
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    fn find(&self, obj: &Obj<'_>, key: &str) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = key_hash(key) & mask;
+        loop {
+            match self.slots[at] {
+                EMPTY => return None,
+                p if obj.0[p as usize].0 == key => return Some(p as usize),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+}
+
 impl<'a> EventData<'a> {
-    pub fn new(mut own: Obj<'a>) -> Self {
-        own.sort_dedup();
-        Self { own, shared: None }
+    pub fn new(own: Obj<'a>) -> Self {
+        let index = KeyIndex::build(&own);
+        let dotted_keys = own.iter().any(|(k, _)| k.contains('.'));
+        Self {
+            own,
+            index,
+            dotted_keys,
+            shared: None,
+        }
     }
 
     /// An event whose missing keys are read from `shared` (sorted with
     /// [`Obj::sort_dedup`] first).
     pub fn with_shared(own: Obj<'a>, shared: &'a Obj<'a>) -> Self {
         let mut e = Self::new(own);
+        e.dotted_keys |= shared.iter().any(|(k, _)| k.contains('.'));
         e.shared = Some(shared);
         e
     }
@@ -48,9 +121,10 @@ impl<'a> EventData<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&Val<'a>> {
-        self.own
-            .get_sorted(key)
-            .or_else(|| self.shared.and_then(|s| s.get_sorted(key)))
+        match self.index.find(&self.own, key) {
+            Some(i) => Some(&self.own.0[i].1),
+            None => self.shared.and_then(|s| s.get_sorted(key)),
+        }
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -59,7 +133,24 @@ impl<'a> EventData<'a> {
 
     /// Sets an own key.
     pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Val<'a>) {
-        self.own.insert_sorted(key, value);
+        let key = key.into();
+        if let Some(i) = self.index.find(&self.own, &key) {
+            self.own.0[i].1 = value;
+            return;
+        }
+        self.dotted_keys |= key.contains('.');
+        let pos = self.own.len();
+        self.own.0.push((key, value));
+        if self.own.len() * 2 > self.index.slots.len() {
+            self.index = KeyIndex::build(&self.own);
+        } else {
+            let own = &self.own;
+            let key = &own.0[pos].0;
+            // Split borrows: the index only reads the keys.
+            let mut index = std::mem::take(&mut self.index);
+            index.put(own, key, pos);
+            self.index = index;
+        }
     }
 
     /// Reads a dotted path (`user_data.address.city`, `items.0.item_id`). A number segment
@@ -67,6 +158,13 @@ impl<'a> EventData<'a> {
     /// (`user_data.address.city` when `address` is a list of addresses). A key that itself
     /// contains dots (`x-ga-mp2-user_properties.tier`) is found too.
     pub fn get_path(&self, path: &str) -> Option<&Val<'a>> {
+        if !self.dotted_keys {
+            // No key has a dot: the path's first segment is the key (the common case).
+            return match path.split_once('.') {
+                None => self.get(path),
+                Some((head, tail)) => self.get(head).and_then(|v| descend(v, tail)),
+            };
+        }
         if let Some(v) = self.get(path) {
             return Some(v);
         }
@@ -85,6 +183,12 @@ impl<'a> EventData<'a> {
     /// The value at `key` as non-blank text (strings trimmed, numbers and bools printed).
     pub fn text(&self, key: &str) -> Option<Cow<'_, str>> {
         self.get(key).and_then(value_text)
+    }
+
+    /// Like [`EventData::text`], but borrowing from the request rather than from `self`
+    /// (no copy when the value is request text).
+    pub fn text_a(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.get(key).and_then(value_text_a)
     }
 
     /// The incoming event name, as sent (not mapped).
@@ -108,6 +212,7 @@ impl<'a> EventData<'a> {
                 map.insert(k.to_owned(), v.to_json());
             }
         }
+        // In arrival order: a later duplicate overwrites, as lookups see it.
         for (k, v) in self.own.iter() {
             map.insert(k.to_owned(), v.to_json());
         }
@@ -160,6 +265,18 @@ fn descend<'v, 'a>(value: &'v Val<'a>, path: &str) -> Option<&'v Val<'a>> {
 pub fn value_text<'v>(value: &'v Val<'_>) -> Option<Cow<'v, str>> {
     let text: Cow<'v, str> = match value {
         Val::Str(s) => Cow::Borrowed(s.trim()),
+        Val::Num(n) => Cow::Owned(number_text(*n)),
+        Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// [`value_text`] with the request's lifetime: borrowed text stays borrowed.
+pub fn value_text_a<'a>(value: &Val<'a>) -> Option<Cow<'a, str>> {
+    let text: Cow<'a, str> = match value {
+        Val::Str(Cow::Borrowed(s)) => Cow::Borrowed(s.trim()),
+        Val::Str(Cow::Owned(s)) => Cow::Owned(s.trim().to_owned()),
         Val::Num(n) => Cow::Owned(number_text(*n)),
         Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         _ => return None,

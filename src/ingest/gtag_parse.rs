@@ -32,7 +32,7 @@
 //!   part for a field wins; unknown two-letter keys are ignored; `k0`..`k9`/`v0`..`v9` pairs
 //!   add custom fields that do not replace standard ones.
 
-use std::{borrow::Cow, collections::HashSet};
+use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
@@ -79,8 +79,8 @@ pub struct GtagParse {
 /// keeps its raw text, invalid UTF-8 after decoding becomes U+FFFD, a bare key has the value
 /// `""`, empty pairs (`&&`) are ignored. Order and repeated keys are kept.
 pub fn decode_pairs(input: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(input.as_bytes())
-        .into_owned()
+    pairs(input)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -91,14 +91,50 @@ pub fn encode_pairs(pairs: &[(String, String)]) -> String {
         .finish()
 }
 
-type Pair<'q> = (Cow<'q, str>, Cow<'q, str>);
+/// One decoded parameter, classified (and its value parsed where that costs) once per
+/// request, however many events read it.
+#[derive(Debug)]
+struct Param<'q> {
+    key: Cow<'q, str>,
+    value: Cow<'q, str>,
+    kind: Kind,
+}
 
-/// A request decoded once: the URL's pairs and each body line's pairs.
+/// What a parameter becomes in event data.
+#[derive(Debug)]
+enum Kind {
+    Text(&'static str),
+    /// A number field (dropped when the value does not parse).
+    Number(&'static str, Option<Num>),
+    /// A UA client hint: its `client_hints` field.
+    Hint(&'static str),
+    /// `ep.NAME` (the name starts after 3 bytes).
+    Ep,
+    /// `epn.NAME` with its parsed number.
+    Epn(Option<Num>),
+    Up,
+    Upn(Option<Num>),
+    Sst,
+    /// `prN`: the item's position.
+    Item(usize),
+    /// `_x` flags.
+    System,
+    /// Any other parameter: its `x-ga-mp2-` key.
+    Unknown(String),
+    /// Not event data (an empty prefixed name, an out-of-range `prN`, an empty key).
+    Ignored,
+}
+
+/// A request decoded once: the URL's parameters and each body line's.
 #[derive(Debug)]
 pub struct Decoded<'q> {
-    shared: Vec<Pair<'q>>,
-    lines: Vec<Vec<Pair<'q>>>,
+    shared: Vec<Param<'q>>,
+    lines: Vec<Vec<Param<'q>>>,
 }
+
+/// A set of keys for the small sets parsing needs (FxHash: short keys, no DoS concern at
+/// [`MAX_PARAMS`] keys).
+type KeySet<'k> = rustc_hash::FxHashSet<&'k str>;
 
 /// Decodes a `/g/collect` request: `query` is the URL's query string (without `?`), `body`
 /// the request body as text (may be empty). Each non-blank body line (trimmed, so `\r\n`
@@ -141,18 +177,19 @@ impl<'q> Decoded<'q> {
     pub fn events<'p>(&'p self, trusted: bool) -> Result<(Vec<Obj<'p>>, usize), GtagError> {
         let mut events = Vec::with_capacity(self.lines.len().max(1));
         let mut skipped = 0;
-        let pairs = |p: &'p Pair<'q>| (p.0.as_ref(), p.1.as_ref());
         if self.lines.is_empty() {
-            if let Some(e) = build_event(self.shared.iter().map(pairs), trusted) {
+            if let Some(e) = build_event(self.shared.iter(), trusted) {
                 events.push(e);
             }
         } else {
+            let mut own_keys = KeySet::default();
             for own in &self.lines {
-                let merged = own.iter().map(pairs).chain(
+                own_keys.clear();
+                own_keys.extend(own.iter().map(|p| p.key.as_ref()));
+                let merged = own.iter().chain(
                     self.shared
                         .iter()
-                        .filter(|(k, _)| !own.iter().any(|(o, _)| o == k))
-                        .map(pairs),
+                        .filter(|p| !own_keys.contains(p.key.as_ref())),
                 );
                 match build_event(merged, trusted) {
                     Some(e) => events.push(e),
@@ -190,32 +227,164 @@ pub fn parse(query: &str, body: &str) -> Result<GtagParse, GtagError> {
 
 /// The decoded pairs of a query string, the first value of each key only, in order; at
 /// most [`MAX_PARAMS`] keys.
-fn first_values(input: &str) -> Vec<Pair<'_>> {
-    let mut out: Vec<Pair<'_>> = Vec::new();
-    let mut seen: Option<HashSet<Cow<'_, str>>> = None;
-    for (k, v) in form_urlencoded::parse(input.as_bytes()) {
+fn first_values(input: &str) -> Vec<Param<'_>> {
+    let n = input.bytes().filter(|&b| b == b'&').count() + 1;
+    let mut out: Vec<Param<'_>> = Vec::with_capacity(n.min(MAX_PARAMS));
+    let mut seen: rustc_hash::FxHashSet<Cow<'_, str>> =
+        rustc_hash::FxHashSet::with_capacity_and_hasher(n.min(MAX_PARAMS), Default::default());
+    for (key, value) in pairs(input) {
         if out.len() == MAX_PARAMS {
             break;
         }
-        // Small requests (the common case) check by scanning; large ones with a set.
-        let new = match &mut seen {
-            Some(set) => set.insert(k.clone()),
-            None => {
-                let new = !out.iter().any(|(o, _)| *o == k);
-                if out.len() >= 32 {
-                    seen = Some(out.iter().map(|(o, _)| o.clone()).collect());
-                }
-                new
-            }
-        };
-        if new {
-            if let Some(set) = &mut seen {
-                set.insert(k.clone());
-            }
-            out.push((k, v));
+        if seen.insert(key.clone()) {
+            let kind = classify(&key, &value);
+            out.push(Param { key, value, kind });
         }
     }
     out
+}
+
+/// The decoded pairs of `application/x-www-form-urlencoded` text, as [`decode_pairs`]
+/// decodes them (the same rules as the `form_urlencoded` crate), borrowing every key and
+/// value that needs no decoding.
+fn pairs(input: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    let bytes = input.as_bytes();
+    let mut pos = 0;
+    std::iter::from_fn(move || loop {
+        if pos >= bytes.len() {
+            return None;
+        }
+        // One pass over the pair: where `=` is, and whether either side needs decoding.
+        let start = pos;
+        let mut eq = None;
+        let (mut key_esc, mut value_esc) = (false, false);
+        while pos < bytes.len() {
+            match bytes[pos] {
+                b'&' => break,
+                b'=' if eq.is_none() => eq = Some(pos),
+                b'%' | b'+' => match eq {
+                    None => key_esc = true,
+                    Some(_) => value_esc = true,
+                },
+                _ => {}
+            }
+            pos += 1;
+        }
+        let end = pos;
+        pos += 1; // past `&`
+        if start == end {
+            continue; // `&&`
+        }
+        // Splitting at ASCII `=`/`&` keeps char boundaries.
+        let (key, value) = match eq {
+            Some(e) => (&input[start..e], &input[e + 1..end]),
+            None => (&input[start..end], ""),
+        };
+        let component = |s, esc| {
+            if esc {
+                decode_component(s)
+            } else {
+                Cow::Borrowed(s)
+            }
+        };
+        return Some((component(key, key_esc), component(value, value_esc)));
+    })
+}
+
+/// `+` is a space; `%XX` is a byte; a bad escape is kept; invalid UTF-8 becomes U+FFFD.
+fn decode_component(s: &str) -> Cow<'_, str> {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+/// What a parameter becomes (see the rules at the top of the module).
+fn classify(key: &str, value: &str) -> Kind {
+    if let Some(target) = plain_target(key) {
+        return match target {
+            Target::Text(name) => Kind::Text(name),
+            Target::Number(name) => Kind::Number(name, Num::parse(value)),
+        };
+    }
+    if let Some(field) = hint_field(key) {
+        return Kind::Hint(field);
+    }
+    let named = |prefix: &str| key.strip_prefix(prefix).is_some_and(|n| !n.is_empty());
+    if key.starts_with("ep.") {
+        return if named("ep.") {
+            Kind::Ep
+        } else {
+            Kind::Ignored
+        };
+    }
+    if key.starts_with("epn.") {
+        return if named("epn.") {
+            Kind::Epn(Num::parse(value))
+        } else {
+            Kind::Ignored
+        };
+    }
+    if key.starts_with("up.") {
+        return if named("up.") {
+            Kind::Up
+        } else {
+            Kind::Ignored
+        };
+    }
+    if key.starts_with("upn.") {
+        return if named("upn.") {
+            Kind::Upn(Num::parse(value))
+        } else {
+            Kind::Ignored
+        };
+    }
+    if key.starts_with("sst.") {
+        return if named("sst.") {
+            Kind::Sst
+        } else {
+            Kind::Ignored
+        };
+    }
+    if let Some(slot) = item_slot(key) {
+        return match slot {
+            Some(n) => Kind::Item(n),
+            None => Kind::Ignored,
+        };
+    }
+    if key.starts_with('_') {
+        return if named("_") {
+            Kind::System
+        } else {
+            Kind::Ignored
+        };
+    }
+    if key.is_empty() {
+        return Kind::Ignored;
+    }
+    Kind::Unknown(format!("x-ga-mp2-{key}"))
 }
 
 /// Where a plain parameter goes.
@@ -299,13 +468,13 @@ fn reserved(name: &str) -> bool {
 ///
 /// Entries are collected weakest first (`ep.`, then `epn.`, then mapped parameters, then
 /// the objects built here, then `debug_mode`) and the event keeps the last of each key.
-fn build_event<'p>(
-    params: impl Iterator<Item = (&'p str, &'p str)>,
+fn build_event<'p, 'q: 'p>(
+    params: impl Iterator<Item = &'p Param<'q>>,
     trusted: bool,
 ) -> Option<Obj<'p>> {
     let mut ep: Vec<(&'p str, &'p str)> = Vec::new();
     let mut epn: Vec<(&'p str, Num)> = Vec::new();
-    let mut plain: Vec<(Cow<'p, str>, Val<'p>)> = Vec::new();
+    let mut plain: Vec<(Cow<'p, str>, Val<'p>)> = Vec::with_capacity(48);
     let mut user_props = Obj::new();
     let mut user_props_num: Vec<(&'p str, Num)> = Vec::new();
     let mut system = Obj::new();
@@ -314,55 +483,44 @@ fn build_event<'p>(
     let mut items: Vec<(usize, &'p str)> = Vec::new();
     let mut has_name = false;
 
-    for (key, value) in params {
-        if let Some(target) = plain_target(key) {
-            match target {
-                Target::Text(name) => {
-                    if name == "event_name" {
-                        has_name = !value.trim().is_empty();
-                    }
-                    plain.push((Cow::Borrowed(name), Val::str(value)));
+    for p in params {
+        let (key, value) = (p.key.as_ref(), p.value.as_ref());
+        match &p.kind {
+            Kind::Text(name) => {
+                if *name == "event_name" {
+                    has_name = !value.trim().is_empty();
                 }
-                Target::Number(name) => {
-                    if let Some(n) = Num::parse(value) {
-                        plain.push((Cow::Borrowed(name), Val::Num(n)));
-                    }
-                }
+                plain.push((Cow::Borrowed(name), Val::str(value)));
             }
-        } else if let Some(field) = hint_field(key) {
-            hints.push(field, hint_value(field, value));
-        } else if let Some(name) = key.strip_prefix("ep.") {
-            if !name.is_empty() && (trusted || !reserved(name)) {
-                ep.push((name, value));
-            }
-        } else if let Some(name) = key.strip_prefix("epn.") {
-            if !name.is_empty() && (trusted || !reserved(name)) {
-                if let Some(n) = Num::parse(value) {
-                    epn.push((name, n));
+            Kind::Number(name, n) => {
+                if let Some(n) = n {
+                    plain.push((Cow::Borrowed(name), Val::Num(*n)));
                 }
             }
-        } else if let Some(name) = key.strip_prefix("up.") {
-            if !name.is_empty() {
-                user_props.push(name, Val::str(value));
+            Kind::Hint(field) => hints.push(*field, hint_value(field, value)),
+            Kind::Ep => {
+                let name = &key[3..];
+                if trusted || !reserved(name) {
+                    ep.push((name, value));
+                }
             }
-        } else if let Some(name) = key.strip_prefix("upn.") {
-            if let (false, Some(n)) = (name.is_empty(), Num::parse(value)) {
-                user_props_num.push((name, n));
+            Kind::Epn(n) => {
+                let name = &key[4..];
+                if let (true, Some(n)) = (trusted || !reserved(name), n) {
+                    epn.push((name, *n));
+                }
             }
-        } else if let Some(name) = key.strip_prefix("sst.") {
-            if !name.is_empty() {
-                sst.push(name, Val::str(value));
+            Kind::Up => user_props.push(&key[3..], Val::str(value)),
+            Kind::Upn(n) => {
+                if let Some(n) = n {
+                    user_props_num.push((&key[4..], *n));
+                }
             }
-        } else if let Some(slot) = item_slot(key) {
-            if let Some(n) = slot {
-                items.push((n, value));
-            }
-        } else if let Some(name) = key.strip_prefix('_') {
-            if !name.is_empty() {
-                system.push(name, Val::str(value));
-            }
-        } else if !key.is_empty() {
-            plain.push((Cow::Owned(format!("x-ga-mp2-{key}")), Val::str(value)));
+            Kind::Sst => sst.push(&key[4..], Val::str(value)),
+            Kind::Item(n) => items.push((*n, value)),
+            Kind::System => system.push(&key[1..], Val::str(value)),
+            Kind::Unknown(k) => plain.push((Cow::Borrowed(k.as_str()), Val::str(value))),
+            Kind::Ignored => {}
         }
     }
     if !has_name {
@@ -892,6 +1050,16 @@ mod tests {
                 "half": "%4"
             })
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_matches_the_form_urlencoded_crate(input in "[a-z=&%+.~\\-0-9A-F\u{e9}\u{1f600}]{0,80}") {
+            let ours = decode_pairs(&input);
+            let reference: Vec<(String, String)> =
+                form_urlencoded::parse(input.as_bytes()).into_owned().collect();
+            proptest::prop_assert_eq!(ours, reference);
+        }
     }
 
     #[test]

@@ -189,8 +189,60 @@ pub struct EventView<'a> {
     pub body: &'a [u8],
 }
 
-/// Offset of the seq field inside an event payload (after the type byte).
-pub const EVENT_SEQ_AT: usize = 1;
+/// Where the fields of an event payload are, found once (see [`EventFields::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventFields {
+    seq: u64,
+    received_ms: u64,
+    log: bool,
+    tag: (u32, u32),
+    event_id: (u32, u32),
+    event_name: (u32, u32),
+    trace_id: (u32, u32),
+    body: u32,
+}
+
+impl EventFields {
+    /// The fields of an event payload; `None` when it is not one.
+    pub fn of(payload: &[u8]) -> Option<Self> {
+        let v = read_event(payload)?;
+        let base = payload.as_ptr() as usize;
+        let range = |s: &[u8]| {
+            let start = (s.as_ptr() as usize - base) as u32;
+            (start, start + s.len() as u32)
+        };
+        Some(Self {
+            seq: v.seq,
+            received_ms: v.received_ms,
+            log: v.log,
+            tag: range(v.tag.as_bytes()),
+            event_id: range(v.event_id.as_bytes()),
+            event_name: range(v.event_name.as_bytes()),
+            trace_id: range(v.trace_id.as_bytes()),
+            body: range(v.body).0,
+        })
+    }
+
+    /// The view of `payload` (the one these fields were found in).
+    pub fn view<'p>(&self, payload: &'p [u8]) -> EventView<'p> {
+        let text = |(a, b): (u32, u32)| {
+            payload
+                .get(a as usize..b as usize)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .unwrap_or("")
+        };
+        EventView {
+            seq: self.seq,
+            received_ms: self.received_ms,
+            log: self.log,
+            tag: text(self.tag),
+            event_id: text(self.event_id),
+            event_name: text(self.event_name),
+            trace_id: text(self.trace_id),
+            body: payload.get(self.body as usize..).unwrap_or(b"null"),
+        }
+    }
+}
 
 fn put_u8_str(out: &mut Vec<u8>, s: &str) {
     let s = clip(s, u8::MAX as usize);

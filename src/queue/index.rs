@@ -265,12 +265,8 @@ pub(super) fn read(shared: &Shared, entries: &[Entry]) -> Vec<Option<StoredEvent
                     let e = entries[k];
                     let rel = (u64::from(e.off) - start) as usize;
                     out[k] = format::frame_at(&buf, rel)
-                        .filter(|(p, len)| {
-                            *len == e.len as usize && format::read_event(p).is_some()
-                        })
-                        .map(|(p, _)| StoredEvent {
-                            payload: p.to_vec(),
-                        });
+                        .filter(|(_, len)| *len == e.len as usize)
+                        .and_then(|(p, _)| StoredEvent::new(p.to_vec()));
                 }
             }
         }

@@ -1,5 +1,8 @@
-//! The append side: the active segment, group commit, the sync thread, and healing after
-//! write failures (full disk, I/O errors).
+//! The append side: requests hand their framed events to the writer thread, which appends
+//! every waiting request with one `write` (then, per commit sync, one `fdatasync`), makes
+//! the events pending for the dispatcher, and answers the requests: group commit. The same
+//! thread syncs periodically (interval mode), rolls segments, heals after write failures
+//! (full disk, I/O errors), watches free space and compacts sparse segments.
 
 use std::{
     sync::{atomic::Ordering, Arc, Weak},
@@ -13,13 +16,13 @@ use super::{
     index::{events_name, remove_segment, Entry, SegMeta},
     lock,
     storage::SegmentFile,
-    AppendBatch, Commit, Delivery, QueueError, QueueState, Shared,
+    AppendBatch, BatchRecord, Commit, Delivery, QueueError, QueueState, Shared,
 };
 
-/// How often a failed queue tries to write again, and the sync thread looks around.
+/// How often a failed queue tries to write again, and the writer looks around.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// How long a free-space reading is trusted on the append path.
-const FREE_SPACE_TTL: Duration = Duration::from_millis(100);
+/// How often free space is read.
+const FREE_SPACE_EVERY: Duration = Duration::from_millis(100);
 
 pub(super) struct Active {
     pub id: u32,
@@ -30,31 +33,35 @@ pub(super) struct Active {
     pub synced: u64,
 }
 
-/// Events written but not yet synced (per-commit sync mode).
-struct Unsynced {
-    /// Order of the append (for knowing which ones a sync covered).
-    no: u64,
-    seg: u32,
-    bytes: u64,
-    entries: Vec<Entry>,
-    waiters: Vec<(u64, oneshot::Sender<Delivery>)>,
+/// A request's events waiting for the writer.
+pub(super) struct Pending {
+    buf: Vec<u8>,
+    records: Vec<BatchRecord>,
     reply: oneshot::Sender<Result<(), QueueError>>,
 }
 
+/// What requests hand to the writer (behind `Shared::inbox`).
+#[derive(Default)]
+pub(super) struct Inbox {
+    items: Vec<Pending>,
+}
+
+/// The writer's state (locked by the writer while it writes; by stats and close otherwise).
 #[derive(Default)]
 pub(super) struct Log {
     pub active: Option<Active>,
     pub next_segment: u32,
-    unsynced: Vec<Unsynced>,
-    appends: u64,
     /// A segment whose failed write could not be cut back: sealed at the next roll.
     broken: Option<Active>,
     /// Written since the last sync (interval mode).
     dirty: bool,
+    last_sync: Option<Instant>,
     /// The last write or sync failure, while the queue is unwritable.
     failure: Option<Failure>,
-    free: Option<(Instant, Option<u64>)>,
+    last_free_check: Option<Instant>,
     last_state: Option<QueueState>,
+    /// Reused for concatenating a group.
+    scratch: Vec<u8>,
 }
 
 struct Failure {
@@ -120,38 +127,79 @@ impl Shared {
         }
     }
 
-    /// Free space check with a short-lived cache; updates the low-disk flag.
-    fn check_free(&self, log: &mut Log, need: u64, fresh: bool) -> bool {
+    /// Reads free space (at most every [`FREE_SPACE_EVERY`] unless `now`) and sets the
+    /// low-disk flag.
+    fn check_free(&self, log: &mut Log, now: bool) {
         if self.opts.min_free_bytes == 0 {
-            self.low_disk.store(false, Ordering::Release);
-            return true;
+            return;
         }
-        let now = Instant::now();
-        let free = match log.free {
-            Some((at, free)) if !fresh && now.duration_since(at) < FREE_SPACE_TTL => free,
-            _ => {
-                let free = self.storage.free_bytes();
-                log.free = Some((now, free));
-                free
-            }
-        };
-        let low = free.is_some_and(|f| f < self.opts.min_free_bytes);
+        if !now
+            && log
+                .last_free_check
+                .is_some_and(|t| t.elapsed() < FREE_SPACE_EVERY)
+        {
+            return;
+        }
+        log.last_free_check = Some(Instant::now());
+        let low = self
+            .storage
+            .free_bytes()
+            .is_some_and(|f| f < self.opts.min_free_bytes);
         self.low_disk.store(low, Ordering::Release);
-        free.is_none_or(|f| f >= self.opts.min_free_bytes.saturating_add(need))
     }
+}
+
+/// Hands a request's events to the writer. Refuses at once when the queue is full, low on
+/// disk or unwritable; otherwise the returned [`Commit`] resolves once they are written
+/// (and synced, per commit sync). The events reach the dispatcher either way, even if the
+/// caller stops waiting.
+pub(super) fn append(shared: &Shared, batch: AppendBatch) -> Result<Commit, QueueError> {
+    if batch.records.is_empty() {
+        return Ok(Commit::Done);
+    }
+    if shared.closed.load(Ordering::Acquire) {
+        return Err(QueueError::Closed);
+    }
+    if shared.failed.load(Ordering::Acquire) {
+        return Err(QueueError::Unwritable(
+            "the last write failed; retrying every second".into(),
+        ));
+    }
+    if shared.low_disk.load(Ordering::Acquire) {
+        return Err(QueueError::LowDisk {
+            min_free_bytes: shared.opts.min_free_bytes,
+        });
+    }
+    let size = batch.buf.len() as u64;
+    let before = shared.live_bytes.fetch_add(size, Ordering::AcqRel);
+    if before + size > shared.opts.max_bytes {
+        shared.live_bytes_sub(size);
+        metrics::counter!("tagbridge_queue_full_total").increment(1);
+        return Err(QueueError::Full {
+            max_bytes: shared.opts.max_bytes,
+        });
+    }
+    let (reply, rx) = oneshot::channel();
+    {
+        let (inbox, cv) = &shared.inbox;
+        lock(inbox).items.push(Pending {
+            buf: batch.buf,
+            records: batch.records,
+            reply,
+        });
+        cv.notify_one();
+    }
+    Ok(Commit::Syncing(rx))
 }
 
 /// Seals the active segment (after syncing it) and starts a new one.
 fn roll(shared: &Shared, log: &mut Log) -> Result<(), String> {
     if let Some(old) = log.active.take().or_else(|| log.broken.take()) {
-        if let Err(e) = old.file.sync() {
-            let reason = io_reason(&e);
-            fail_unsynced(shared, log, Some(&old), &reason);
-            seal(shared, &old);
-            return Err(reason);
-        }
-        complete_unsynced(shared, log, Some(old.id));
+        let synced = old.file.sync();
         seal(shared, &old);
+        if let Err(e) = synced {
+            return Err(io_reason(&e));
+        }
     }
     let id = log.next_segment.max(1);
     let name = events_name(id);
@@ -202,29 +250,16 @@ fn seal(shared: &Shared, old: &Active) {
     }
 }
 
-/// Writes `buf` at the end of the active segment (rolling first when it is full). Returns
-/// where it starts. On failure the segment is cut back and the queue is unwritable.
-fn write(shared: &Shared, log: &mut Log, buf: &[u8]) -> Result<(u32, u64), QueueError> {
+/// Makes sure there is an active segment with room.
+fn ensure_active(shared: &Shared, log: &mut Log) -> Result<(), String> {
     let needs_roll = log
         .active
         .as_ref()
         .is_none_or(|a| a.len >= shared.opts.segment_bytes);
     if needs_roll {
-        if let Err(reason) = roll(shared, log) {
-            shared.fail(log, reason.clone());
-            return Err(QueueError::Unwritable(reason));
-        }
+        roll(shared, log)?;
     }
-    match write_active(log, buf) {
-        Ok(at) => {
-            shared.recovered(log);
-            Ok(at)
-        }
-        Err(reason) => {
-            shared.fail(log, reason.clone());
-            Err(QueueError::Unwritable(reason))
-        }
-    }
+    Ok(())
 }
 
 /// Appends to the active segment, without rolling and without touching the index. After a
@@ -246,73 +281,15 @@ fn write_active(log: &mut Log, buf: &[u8]) -> Result<(u32, u64), String> {
     Ok((active.id, base))
 }
 
-pub(super) fn append(shared: &Shared, batch: AppendBatch) -> Result<Commit, QueueError> {
-    if batch.records.is_empty() {
-        return Ok(Commit::Done);
-    }
-    if shared.closed.load(Ordering::Acquire) {
-        return Err(QueueError::Closed);
-    }
-    let size = batch.buf.len() as u64;
-    let mut log = lock(&shared.log);
-    if shared.live_bytes.load(Ordering::Acquire) + size > shared.opts.max_bytes {
-        metrics::counter!("tagbridge_queue_full_total").increment(1);
-        return Err(QueueError::Full {
-            max_bytes: shared.opts.max_bytes,
-        });
-    }
-    if let Some(f) = &log.failure {
-        if f.last_try.elapsed() < RETRY_EVERY {
-            return Err(QueueError::Unwritable(f.error.clone()));
-        }
-    }
-    if !shared.check_free(&mut log, size, false) {
-        return Err(QueueError::LowDisk {
-            min_free_bytes: shared.opts.min_free_bytes,
-        });
-    }
-    let (seg, base) = write(shared, &mut log, &batch.buf)?;
-    shared.live_bytes.fetch_add(size, Ordering::AcqRel);
-    let base = u32::try_from(base).unwrap_or(u32::MAX);
-    let mut entries = Vec::with_capacity(batch.records.len());
-    let mut waiters = Vec::new();
-    for r in batch.records {
-        entries.push(Entry {
-            seq: r.seq,
-            received_ms: r.received_ms,
-            seg,
-            off: base.saturating_add(r.at),
-            len: r.len,
-            route: u16::try_from(r.route).unwrap_or(u16::MAX),
-        });
-        if let Some(w) = r.reply {
-            waiters.push((r.seq, w));
-        }
-    }
-    match shared.opts.sync_interval {
-        Some(_) => {
-            log.dirty = true;
-            drop(log);
-            publish(shared, &entries, waiters);
-            Ok(Commit::Done)
-        }
-        None => {
-            let (reply, rx) = oneshot::channel();
-            log.appends += 1;
-            let no = log.appends;
-            log.unsynced.push(Unsynced {
-                no,
-                seg,
-                bytes: size,
-                entries,
-                waiters,
-                reply,
-            });
-            drop(log);
-            let (flag, cv) = &shared.wake;
-            *lock(flag) = true;
-            cv.notify_one();
-            Ok(Commit::Syncing(rx))
+/// Cuts the active segment back to its last synced length (a failed sync: what was written
+/// since is in doubt and was never acknowledged).
+fn cut_to_synced(log: &mut Log) {
+    if let Some(a) = log.active.as_mut() {
+        let keep = a.synced.max(format::HEADER_LEN as u64);
+        if a.file.truncate(keep).is_ok() {
+            a.len = keep;
+        } else {
+            log.broken = log.active.take();
         }
     }
 }
@@ -334,56 +311,126 @@ fn publish(shared: &Shared, entries: &[Entry], waiters: Vec<(u64, oneshot::Sende
     }
 }
 
-/// Completes the unsynced appends of segment `only` (all when `None`): they are durable.
-fn complete_unsynced(shared: &Shared, log: &mut Log, only: Option<u32>) {
-    let (done, keep): (Vec<Unsynced>, Vec<Unsynced>) = std::mem::take(&mut log.unsynced)
-        .into_iter()
-        .partition(|u| only.is_none_or(|id| u.seg == id));
-    log.unsynced = keep;
-    for u in done {
-        publish(shared, &u.entries, u.waiters);
-        let _ = u.reply.send(Ok(()));
+/// Refuses a group: nothing of it is kept.
+fn refuse(shared: &Shared, items: Vec<Pending>, error: &QueueError) {
+    let bytes: u64 = items.iter().map(|p| p.buf.len() as u64).sum();
+    shared.live_bytes_sub(bytes);
+    for p in items {
+        let _ = p.reply.send(Err(error.clone()));
     }
 }
 
-/// Fails every unsynced append (the sync failed): their bytes are cut from `seg` (or the
-/// active segment) and their callers get an error; nothing of them will be delivered.
-fn fail_unsynced(shared: &Shared, log: &mut Log, seg: Option<&Active>, reason: &str) {
-    let failed = std::mem::take(&mut log.unsynced);
-    let bytes: u64 = failed.iter().map(|u| u.bytes).sum();
-    shared.live_bytes_sub(bytes);
-    let keep = |a: &Active| a.synced.max(format::HEADER_LEN as u64);
-    match seg {
-        Some(a) => {
-            let _ = a.file.truncate(keep(a));
+/// One group commit: every waiting request's events in one write (and one sync).
+fn commit_group(shared: &Shared, log: &mut Log, items: Vec<Pending>) {
+    if let Some(f) = &log.failure {
+        let error = QueueError::Unwritable(f.error.clone());
+        return refuse(shared, items, &error);
+    }
+    if let Err(reason) = ensure_active(shared, log) {
+        shared.fail(log, reason.clone());
+        return refuse(shared, items, &QueueError::Unwritable(reason));
+    }
+    let mut scratch = std::mem::take(&mut log.scratch);
+    scratch.clear();
+    let mut starts = Vec::with_capacity(items.len());
+    for p in &items {
+        starts.push(scratch.len() as u64);
+        scratch.extend_from_slice(&p.buf);
+    }
+    let written = write_active(log, &scratch);
+    scratch.truncate(0);
+    if scratch.capacity() > 8 << 20 {
+        scratch.shrink_to(1 << 20);
+    }
+    log.scratch = scratch;
+    let (seg, base) = match written {
+        Ok(at) => at,
+        Err(reason) => {
+            shared.fail(log, reason.clone());
+            return refuse(shared, items, &QueueError::Unwritable(reason));
         }
-        None => {
-            if let Some(a) = log.active.as_mut() {
-                if a.file.truncate(keep(a)).is_ok() {
-                    a.len = keep(a);
-                } else {
-                    log.broken = log.active.take();
-                }
+    };
+    if shared.opts.sync_interval.is_none() {
+        let synced = log.active.as_ref().map(|a| a.file.sync());
+        if let Some(Err(e)) = synced {
+            let reason = io_reason(&e);
+            cut_to_synced(log);
+            shared.fail(log, reason.clone());
+            return refuse(shared, items, &QueueError::Unwritable(reason));
+        }
+        if let Some(a) = log.active.as_mut() {
+            a.synced = a.len;
+        }
+        shared.commits.fetch_add(1, Ordering::AcqRel);
+        metrics::counter!("tagbridge_queue_commits_total").increment(1);
+    } else {
+        log.dirty = true;
+    }
+    shared.recovered(log);
+    let mut entries = Vec::with_capacity(items.iter().map(|p| p.records.len()).sum());
+    let mut waiters = Vec::new();
+    let mut replies = Vec::with_capacity(items.len());
+    for (p, start) in items.into_iter().zip(starts) {
+        let at = base + start;
+        for r in p.records {
+            entries.push(Entry {
+                seq: r.seq,
+                received_ms: r.received_ms,
+                seg,
+                off: u32::try_from(at + u64::from(r.at)).unwrap_or(u32::MAX),
+                len: r.len,
+                route: u16::try_from(r.route).unwrap_or(u16::MAX),
+            });
+            if let Some(w) = r.reply {
+                waiters.push((r.seq, w));
             }
         }
+        replies.push(p.reply);
     }
-    for u in failed {
-        let _ = u.reply.send(Err(QueueError::Unwritable(reason.to_owned())));
+    publish(shared, &entries, waiters);
+    for r in replies {
+        let _ = r.send(Ok(()));
     }
 }
 
-/// Starts the sync thread. It holds only a weak reference: it ends when the queue is
+/// Interval mode: syncs what was written since the last sync, when the interval is over.
+fn periodic_sync(shared: &Shared, log: &mut Log, force: bool) {
+    let Some(interval) = shared.opts.sync_interval else {
+        return;
+    };
+    let due = force || log.last_sync.is_none_or(|t| t.elapsed() >= interval);
+    if !log.dirty || !due || log.failure.is_some() {
+        return;
+    }
+    let Some(a) = log.active.as_ref() else {
+        return;
+    };
+    match a.file.sync() {
+        Ok(()) => {
+            if let Some(a) = log.active.as_mut() {
+                a.synced = a.len;
+            }
+            log.dirty = false;
+            log.last_sync = Some(Instant::now());
+            shared.commits.fetch_add(1, Ordering::AcqRel);
+            metrics::counter!("tagbridge_queue_commits_total").increment(1);
+        }
+        // The events were acknowledged already; they are in the page cache and still get
+        // delivered. New events are refused until a write and sync succeed again.
+        Err(e) => shared.fail(log, io_reason(&e)),
+    }
+}
+
+/// Starts the writer thread. It holds only a weak reference: it ends when the queue is
 /// dropped or closed.
-pub(super) fn spawn_sync_thread(
-    shared: &Arc<Shared>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub(super) fn spawn_writer(shared: &Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let weak = Arc::downgrade(shared);
     std::thread::Builder::new()
-        .name("queue-sync".into())
-        .spawn(move || sync_loop(&weak))
+        .name("queue-writer".into())
+        .spawn(move || writer_loop(&weak))
 }
 
-fn sync_loop(weak: &Weak<Shared>) {
+fn writer_loop(weak: &Weak<Shared>) {
     let mut last_maintenance = Instant::now();
     loop {
         let Some(shared) = weak.upgrade() else {
@@ -394,77 +441,38 @@ fn sync_loop(weak: &Weak<Shared>) {
             .sync_interval
             .unwrap_or(Duration::from_millis(250))
             .min(RETRY_EVERY);
-        {
-            let (flag, cv) = &shared.wake;
-            let mut woken = lock(flag);
-            if !*woken && !shared.closed.load(Ordering::Acquire) {
-                woken = cv
-                    .wait_timeout(woken, wait)
+        let items = {
+            let (inbox, cv) = &shared.inbox;
+            let mut guard = lock(inbox);
+            if guard.items.is_empty() && !shared.closed.load(Ordering::Acquire) {
+                guard = cv
+                    .wait_timeout(guard, wait)
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
-            *woken = false;
-        }
+            std::mem::take(&mut guard.items)
+        };
         let closing = shared.closed.load(Ordering::Acquire);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sync_once(&shared);
+            let mut log = lock(&shared.log);
+            if !items.is_empty() {
+                commit_group(&shared, &mut log, items);
+            }
+            shared.check_free(&mut log, false);
+            periodic_sync(&shared, &mut log, closing);
+            drop(log);
             if closing || last_maintenance.elapsed() >= RETRY_EVERY {
                 last_maintenance = Instant::now();
                 maintain(&shared);
             }
         }));
         if result.is_err() {
-            metrics::counter!("tagbridge_task_restarts_total", "task" => "queue_sync").increment(1);
-            tracing::error!("The queue's sync thread panicked; it carries on.");
+            metrics::counter!("tagbridge_task_restarts_total", "task" => "queue_writer")
+                .increment(1);
+            tracing::error!("The queue's writer panicked; the requests of that group were answered with an error; it carries on.");
         }
-        if closing {
+        if closing && lock(&shared.inbox.0).items.is_empty() {
             return;
-        }
-    }
-}
-
-/// One group commit: syncs what was written since the last one.
-fn sync_once(shared: &Shared) {
-    let (file, id, len, covered) = {
-        let log = lock(&shared.log);
-        let Some(a) = log.active.as_ref() else {
-            return;
-        };
-        let wanted = match shared.opts.sync_interval {
-            None => !log.unsynced.is_empty(),
-            Some(_) => log.dirty,
-        };
-        if !wanted || log.failure.is_some() {
-            return;
-        }
-        (a.file.clone(), a.id, a.len, log.appends)
-    };
-    let result = file.sync();
-    let mut log = lock(&shared.log);
-    match result {
-        Ok(()) => {
-            shared.commits.fetch_add(1, Ordering::AcqRel);
-            metrics::counter!("tagbridge_queue_commits_total").increment(1);
-            if let Some(a) = log.active.as_mut().filter(|a| a.id == id) {
-                a.synced = a.synced.max(len);
-            }
-            log.dirty = false;
-            // Appends that arrived during the sync wait for the next one.
-            let (done, keep): (Vec<Unsynced>, Vec<Unsynced>) = std::mem::take(&mut log.unsynced)
-                .into_iter()
-                .partition(|u| u.seg == id && u.no <= covered);
-            log.unsynced = keep;
-            for u in done {
-                publish(shared, &u.entries, u.waiters);
-                let _ = u.reply.send(Ok(()));
-            }
-        }
-        Err(e) => {
-            let reason = io_reason(&e);
-            if shared.opts.sync_interval.is_none() {
-                fail_unsynced(shared, &mut log, None, &reason);
-            }
-            shared.fail(&mut log, reason);
         }
     }
 }
@@ -481,7 +489,7 @@ fn maintain(shared: &Shared) {
         {
             probe(shared, &mut log);
         }
-        shared.check_free(&mut log, 0, true);
+        shared.check_free(&mut log, true);
         let state = shared.state_now();
         if log.last_state != Some(state) {
             if log.last_state.is_some() {
@@ -492,10 +500,10 @@ fn maintain(shared: &Shared) {
             log.last_state = Some(state);
         }
         for s in [
-            super::QueueState::Writable,
-            super::QueueState::Full,
-            super::QueueState::LowDisk,
-            super::QueueState::Unwritable,
+            QueueState::Writable,
+            QueueState::Full,
+            QueueState::LowDisk,
+            QueueState::Unwritable,
         ] {
             metrics::gauge!("tagbridge_queue_state", "state" => s.as_str()).set(if s == state {
                 1.0
@@ -513,26 +521,19 @@ fn probe(shared: &Shared, log: &mut Log) {
     let at = format::begin_frame(&mut frame);
     frame.push(0); // padding record: readers skip it
     format::finish_frame(&mut frame, at);
-    let failure = log.failure.take();
-    let mut ok = write(shared, log, &frame).is_ok();
-    if ok {
-        let synced = log.active.as_ref().map(|a| a.file.sync());
-        if let Some(Err(e)) = synced {
-            shared.fail(log, io_reason(&e));
-            ok = false;
+    let attempt = ensure_active(shared, log).and_then(|()| write_active(log, &frame).map(|_| ()));
+    let attempt = attempt.and_then(|()| match log.active.as_ref().map(|a| a.file.sync()) {
+        Some(Err(e)) => Err(io_reason(&e)),
+        _ => Ok(()),
+    });
+    match attempt {
+        Ok(()) => {
+            if let Some(a) = log.active.as_mut() {
+                a.synced = a.len;
+            }
+            shared.recovered(log);
         }
-    }
-    if ok {
-        if let Some(a) = log.active.as_mut() {
-            a.synced = a.len;
-        }
-        shared.failed.store(false, Ordering::Release);
-        tracing::info!("Queue writes again: accepting events.");
-    } else if log.failure.is_none() {
-        log.failure = failure.map(|f| Failure {
-            last_try: Instant::now(),
-            ..f
-        });
+        Err(reason) => shared.fail(log, reason),
     }
 }
 
@@ -561,15 +562,9 @@ fn compact_one(shared: &Shared) {
     if log.failure.is_some() {
         return;
     }
-    let needs_roll = log
-        .active
-        .as_ref()
-        .is_none_or(|a| a.len >= shared.opts.segment_bytes);
-    if needs_roll {
-        if let Err(reason) = roll(shared, &mut log) {
-            shared.fail(&mut log, reason);
-            return;
-        }
+    if let Err(reason) = ensure_active(shared, &mut log) {
+        shared.fail(&mut log, reason);
+        return;
     }
     let mut index = lock(&shared.index);
     let Some(meta) = index.segs.get(&old).filter(|m| m.leased == 0) else {
@@ -606,8 +601,7 @@ fn compact_one(shared: &Shared) {
     // The copies must be durable before the original goes.
     if let Some(Err(e)) = log.active.as_ref().map(|a| a.file.sync()) {
         let reason = io_reason(&e);
-        drop(index);
-        fail_unsynced(shared, &mut log, None, &reason);
+        cut_to_synced(&mut log);
         shared.fail(&mut log, reason);
         return;
     }
@@ -634,51 +628,38 @@ fn compact_one(shared: &Shared) {
     );
 }
 
-/// Syncs the active segment now and completes every append waiting for it.
-pub(super) fn sync_now(shared: &Shared) -> Result<(), QueueError> {
+/// Writes and syncs whatever waits now (recovery uses it before the writer thread runs).
+pub(super) fn flush_now(shared: &Shared) -> Result<(), QueueError> {
+    let items = std::mem::take(&mut lock(&shared.inbox.0).items);
     let mut log = lock(&shared.log);
-    let Some(a) = log.active.as_ref() else {
-        return Ok(());
-    };
-    match a.file.sync() {
-        Ok(()) => {
+    if !items.is_empty() {
+        commit_group(shared, &mut log, items);
+    }
+    if let Some(f) = &log.failure {
+        return Err(QueueError::Unwritable(f.error.clone()));
+    }
+    match log.active.as_ref().map(|a| a.file.sync()) {
+        Some(Err(e)) => Err(QueueError::Unwritable(io_reason(&e))),
+        _ => {
             if let Some(a) = log.active.as_mut() {
                 a.synced = a.len;
             }
             log.dirty = false;
-            complete_unsynced(shared, &mut log, None);
             Ok(())
-        }
-        Err(e) => {
-            let reason = io_reason(&e);
-            fail_unsynced(shared, &mut log, None, &reason);
-            shared.fail(&mut log, reason.clone());
-            Err(QueueError::Unwritable(reason))
         }
     }
 }
 
-/// Closes the queue: a last sync, then the sync thread ends.
+/// Closes the queue: the writer finishes what waits, syncs, and ends.
 pub(super) fn close(shared: &Shared) {
     if shared.closed.swap(true, Ordering::AcqRel) {
         return;
     }
-    {
-        let (flag, cv) = &shared.wake;
-        *lock(flag) = true;
-        cv.notify_all();
-    }
-    let handle = lock(&shared.sync_thread).take();
+    shared.inbox.1.notify_all();
+    let handle = lock(&shared.writer_thread).take();
     if let Some(h) = handle {
         let _ = h.join();
     }
-    // Whatever the thread did not sync (it may have ended early): sync now.
-    let mut log = lock(&shared.log);
-    if let Some(a) = log.active.as_ref() {
-        let dirty = log.dirty || !log.unsynced.is_empty();
-        if dirty && a.file.sync().is_ok() {
-            log.dirty = false;
-            complete_unsynced(shared, &mut log, None);
-        }
-    }
+    // Whatever the thread did not write (it may have ended early).
+    let _ = flush_now(shared);
 }

@@ -8,15 +8,15 @@
 //!   `q-<id>.log`; the frame offsets of settled events of that segment go to `q-<id>.ack`;
 //!   dead letters go to `dead-<id>.log`. Every frame carries a CRC, so a torn or damaged
 //!   frame is never read as data.
-//! - **Appends.** The request handler appends its request's events with one `write` to the
-//!   active segment (a short critical section; no thread hop). With
-//!   `queue.sync_interval_ms: 0` (default) the caller is answered once a sync thread has
-//!   `fdatasync`ed the segment: concurrent requests share one sync (group commit). With
-//!   `N > 0` the caller is answered after the `write` (the events survive `kill -9`) and the
-//!   sync thread syncs every N ms (a power loss can cost the last N ms).
-//! - **Nothing stranded.** The events of an append enter the dispatch index inside the same
-//!   synchronous call as the write (sync mode: by the sync thread, after the sync), never in
-//!   a future a client disconnect could drop.
+//! - **Appends.** A request hands its framed events to the writer thread, which appends
+//!   every request waiting for it with one `write` (group commit). With
+//!   `queue.sync_interval_ms: 0` (default) the group is `fdatasync`ed before its requests
+//!   are answered: concurrent requests share one sync. With `N > 0` they are answered after
+//!   the `write` (the events survive `kill -9`) and the writer syncs every N ms (a power loss
+//!   can cost the last N ms).
+//! - **Nothing stranded.** The writer itself makes written events pending for the
+//!   dispatcher, in the same step as the write; a client that disconnects cannot separate
+//!   the two.
 //! - **Who deletes.** The dispatcher [`leases`](Queue::lease) events for a batch and
 //!   [`settles`](Queue::settle) them after the destination's answer: delivered events are
 //!   acked, refused ones are written to the dead letters first and then acked. A segment
@@ -237,21 +237,20 @@ impl QueueOptions {
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     payload: Vec<u8>,
+    /// Where the fields are in `payload` (read once).
+    fields: format::EventFields,
 }
 
 impl StoredEvent {
-    /// The record's fields (the payload was checked when it was read).
+    /// Checks and keeps a payload.
+    pub(crate) fn new(payload: Vec<u8>) -> Option<Self> {
+        let fields = format::EventFields::of(&payload)?;
+        Some(Self { payload, fields })
+    }
+
+    /// The record's fields.
     pub fn view(&self) -> format::EventView<'_> {
-        format::read_event(&self.payload).unwrap_or(format::EventView {
-            seq: 0,
-            received_ms: 0,
-            log: false,
-            tag: "",
-            event_id: "",
-            event_name: "",
-            trace_id: "",
-            body: b"null",
-        })
+        self.fields.view(&self.payload)
     }
     /// The stored payload (what a dead letter keeps).
     pub fn payload(&self) -> &[u8] {
@@ -373,8 +372,8 @@ struct Shared {
     log: Mutex<log::Log>,
     index: Mutex<index::Index>,
     dead: Mutex<index::DeadStore>,
-    /// Wakes the sync thread (sync mode: work to sync; both: shutdown).
-    wake: (Mutex<bool>, Condvar),
+    /// Requests waiting for the writer thread, and its wake-up.
+    inbox: (Mutex<log::Inbox>, Condvar),
     /// Wakes the dispatcher when events become pending.
     notify: Notify,
     /// The last write or sync failed (until a write succeeds again).
@@ -385,7 +384,7 @@ struct Shared {
     live_bytes: AtomicU64,
     commits: AtomicU64,
     closed: AtomicBool,
-    sync_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: Option<File>,
 }
 
@@ -523,7 +522,7 @@ impl Queue {
         self.shared.state_now()
     }
 
-    /// Group commits (writes followed by an `fdatasync`, or periodic syncs) so far.
+    /// `fdatasync`s so far (group commits per commit sync; periodic syncs otherwise).
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Acquire)
     }

@@ -385,14 +385,14 @@ pub(super) fn open(
         log: Mutex::new(log::Log::new(next_segment)),
         index: Mutex::new(index),
         dead: Mutex::new(dead),
-        wake: (Mutex::new(false), Condvar::new()),
+        inbox: (Mutex::new(log::Inbox::default()), Condvar::new()),
         notify: Notify::new(),
         failed: AtomicBool::new(false),
         low_disk: AtomicBool::new(false),
         live_bytes: AtomicU64::new(live_bytes),
         commits: AtomicU64::new(0),
         closed: AtomicBool::new(false),
-        sync_thread: Mutex::new(None),
+        writer_thread: Mutex::new(None),
         _lock: lock_file,
     });
     let queue = Queue {
@@ -402,9 +402,9 @@ pub(super) fn open(
         report.salvaged = requeue_frames(&queue, &salvage, route_of)?;
         tracing::warn!(events = report.salvaged, of = salvaged_seqs, files = ?report.corrupt_files, "Damaged queue files moved aside; their intact events were re-queued.");
     }
-    let thread = log::spawn_sync_thread(&shared)
-        .map_err(|e| QueueError::Storage(format!("cannot start the sync thread: {e}")))?;
-    *lock(&shared.sync_thread) = Some(thread);
+    let thread = log::spawn_writer(&shared)
+        .map_err(|e| QueueError::Storage(format!("cannot start the writer thread: {e}")))?;
+    *lock(&shared.writer_thread) = Some(thread);
     if report.recovered > 0 {
         tracing::info!(
             events = report.recovered,
@@ -445,8 +445,8 @@ fn requeue_frames(
         }
         let n = batch.len();
         let _commit = queue.append(batch)?;
-        // Synced now, whatever the mode: the originals are about to be set aside.
-        log::sync_now(&queue.shared)?;
+        // Written and synced now, whatever the mode: the originals are about to be set aside.
+        log::flush_now(&queue.shared)?;
         queued += n;
         Ok(())
     };

@@ -180,8 +180,8 @@ fn interval_mode_answers_before_the_sync_and_syncs_later() {
     o.sync_interval = Some(std::time::Duration::from_millis(20));
     let (q, _) = open_dir(dir.path(), o);
     let commit = q.append(batch(&q, "a", &["1"])).expect("append");
-    assert!(matches!(commit, Commit::Done));
-    // Pending at once, synced within the interval.
+    rt().block_on(commit.durable()).expect("written");
+    // Pending once written; synced within the interval.
     assert_eq!(q.route_status(0).pending, 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while q.commits() == 0 {
@@ -320,6 +320,18 @@ fn a_torn_last_write_is_cut_and_the_rest_kept() {
     assert_eq!(std::fs::metadata(&seg).expect("meta").len(), len);
 }
 
+fn wait_for_state(q: &Queue, state: QueueState) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while q.state() != state {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {state:?}, still {:?}",
+            q.state()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn newest_segment(dir: &Path) -> std::path::PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .expect("dir")
@@ -395,7 +407,8 @@ fn a_full_disk_refuses_then_heals_without_a_restart() {
     let (q, _) = Queue::open(storage, None, opts(), 2, &routes).expect("open");
     append(&q, "a", &["before"]);
     faults.disk_full.store(true, Ordering::Release);
-    let err = q.append(batch(&q, "a", &["lost"])).err().expect("refused");
+    let commit = q.append(batch(&q, "a", &["lost"])).expect("handed over");
+    let err = rt().block_on(commit.durable()).expect_err("refused");
     assert!(
         matches!(err, QueueError::Unwritable(ref m) if m.contains("no space")),
         "{err}"
@@ -456,15 +469,15 @@ fn low_free_space_refuses_new_events() {
     ));
     let (q, _) = Queue::open(storage, None, o, 2, &routes).expect("open");
     faults.free_bytes.store(10 << 20, Ordering::Release);
+    wait_for_state(&q, QueueState::LowDisk);
     assert!(matches!(
         q.append(batch(&q, "a", &["x"])),
         Err(QueueError::LowDisk { .. })
     ));
-    assert_eq!(q.state(), QueueState::LowDisk);
     faults.free_bytes.store(1 << 30, Ordering::Release);
-    std::thread::sleep(std::time::Duration::from_millis(150));
+    wait_for_state(&q, QueueState::Writable);
     append(&q, "a", &["y"]);
-    assert_eq!(q.state(), QueueState::Writable);
+    assert_eq!(pending_ids(&q, 0), ["y"]);
 }
 
 #[test]
@@ -477,11 +490,8 @@ fn a_panic_in_the_append_path_leaves_a_working_queue() {
     let (q, _) = Queue::open(storage, None, opts(), 2, &routes).expect("open");
     append(&q, "a", &["1"]);
     faults.panic_appends.store(1, Ordering::Release);
-    let q2 = q.clone();
-    let b = batch(&q, "a", &["boom"]);
-    assert!(std::thread::spawn(move || q2.append(b).map(|_| ()))
-        .join()
-        .is_err());
+    let commit = q.append(batch(&q, "a", &["boom"])).expect("handed over");
+    assert!(rt().block_on(commit.durable()).is_err());
     append(&q, "a", &["2"]);
     assert_eq!(pending_ids(&q, 0), ["1", "2"]);
 }

@@ -286,6 +286,8 @@ impl<'de> Deserialize<'de> for LogMode {
 pub struct MapReport {
     pub match_keys: u32,
     pub dropped: Dropped,
+    /// Cookies the response sets for the mapped event (click ids).
+    pub cookies: Vec<SetCookie>,
 }
 
 /// A destination's mapping: event data → its event JSON. Pure.
@@ -298,10 +300,6 @@ pub trait Mapper: Send + Sync + fmt::Debug + 'static {
         out: &mut Vec<u8>,
         report: &mut MapReport,
     ) -> Outbound;
-    /// Cookies the response sets for a mapped event (click ids).
-    fn cookies(&self, _event: &EventData<'_>, _req: &RequestContext<'_>) -> Vec<SetCookie> {
-        Vec::new()
-    }
     /// Names of the match keys reported in [`MapReport::match_keys`].
     fn match_keys(&self) -> &'static [&'static str];
 }
@@ -371,7 +369,7 @@ impl<M: Mapper> Tag for StandardTag<M> {
             } else {
                 TagDecision::Send(outbound)
             },
-            cookies: self.mapper.cookies(event, req),
+            cookies: report.cookies,
             match_keys: report.match_keys,
             dropped: report.dropped,
         }

@@ -35,11 +35,21 @@ pub fn first_source<'v, 'a>(event: &'v EventData<'a>, paths: &[&str]) -> Option<
 /// The value of query parameter `name` of an absolute URL, percent-decoded, when present
 /// and non-blank. URLs without `name=` are not parsed at all (the common case).
 pub fn query_param(url: &str, name: &str) -> Option<String> {
-    let needle_at = url.find(name)?;
-    if !url[needle_at + name.len()..].starts_with('=') {
-        // The name appears, but not right before `=`: look properly.
-        url.match_indices(name)
-            .find(|(i, _)| url[i + name.len()..].starts_with('='))?;
+    url.match_indices(name)
+        .find(|(i, _)| url[i + name.len()..].starts_with('='))?;
+    let lower = url
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let plain_http = (lower.starts_with("https://") || lower.starts_with("http://"))
+        && !url.bytes().any(|b| b <= b' ' || b == 0x7f);
+    if plain_http {
+        // What the URL parser would find, without building the URL.
+        let no_fragment = url.split('#').next().unwrap_or(url);
+        let query = no_fragment.split_once('?')?.1;
+        return form_urlencoded::parse(query.as_bytes())
+            .find(|(k, v)| k == name && !v.trim().is_empty())
+            .map(|(_, v)| v.into_owned());
     }
     let parsed = url::Url::parse(url).ok()?;
     parsed
@@ -64,14 +74,15 @@ pub fn url_click_id(
 }
 
 /// A click id: the first-party cookie, else the same name under `common_cookie`, else the
-/// event key `key`, else the URL parameter `param` (stape stops before that last step, so a
-/// visitor's landing page loses the click id).
+/// event key `key`, else the click id found in the page URL (`from_url`, see
+/// [`url_click_id`]; stape stops before that last step, so a visitor's landing page loses
+/// the click id).
 pub fn click_id<'v>(
     event: &'v EventData<'_>,
     req: &'v RequestContext<'_>,
     cookie: &str,
     key: &str,
-    param: &str,
+    from_url: Option<&'v str>,
 ) -> Option<Cow<'v, str>> {
     if let Some(c) = req.cookie(cookie) {
         return Some(Cow::Borrowed(c));
@@ -81,7 +92,7 @@ pub fn click_id<'v>(
         .and_then(|c| c.get(cookie))
         .and_then(value_text)
         .or_else(|| event.text(key))
-        .or_else(|| url_click_id(event, req, param).map(Cow::Owned))
+        .or(from_url.map(Cow::Borrowed))
 }
 
 /// An override value: a literal, or `{from: dotted.path}` read from the event data.

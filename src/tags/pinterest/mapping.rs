@@ -33,6 +33,7 @@ pub(super) fn map_event<'a>(
     event_name: &str,
     event: &EventData<'a>,
     req: &RequestContext<'a>,
+    epik: Option<&str>,
     out: &mut Vec<u8>,
     report: &mut MapReport,
 ) -> (String, String) {
@@ -47,14 +48,14 @@ pub(super) fn map_event<'a>(
     );
     ev.push("event_id", Val::Str(Cow::Owned(event_id.clone())));
     if web {
-        if let Some(url) = event.text("page_location") {
-            ev.push("event_source_url", Val::Str(Cow::Owned(url.into_owned())));
+        if let Some(url) = event.text_a("page_location") {
+            ev.push("event_source_url", Val::Str(url));
         }
     }
     if let Some(p) = &plan.partner_name {
         ev.push("partner_name", Val::Str(Cow::Owned(p.clone())));
     }
-    let user_data = build_user_data(plan, event, req, web, &mut report.dropped);
+    let user_data = build_user_data(plan, event, req, web, epik, &mut report.dropped);
     ev.push("user_data", Val::Obj(user_data));
 
     let mut custom = ecommerce(event);
@@ -144,16 +145,16 @@ fn build_user_data<'a>(
     event: &EventData<'a>,
     req: &RequestContext<'a>,
     web: bool,
+    epik: Option<&str>,
     dropped: &mut Dropped,
 ) -> Obj<'a> {
     let mut raw: Obj<'a> = Obj::with_capacity(16);
     if web {
-        if let Some(ip) = event.get("ip_override").and_then(value_text) {
-            raw.push("client_ip_address", Val::Str(Cow::Owned(ip.into_owned())));
+        if let Some(ip) = event.text_a("ip_override") {
+            raw.push("client_ip_address", Val::Str(ip));
         }
-        if let Some(ua) = event.get("user_agent").and_then(value_text) {
-            let ua = clip_cow(ua, MAX_USER_AGENT);
-            raw.push("client_user_agent", Val::Str(Cow::Owned(ua.into_owned())));
+        if let Some(ua) = event.text_a("user_agent") {
+            raw.push("client_user_agent", Val::Str(clip_cow(ua, MAX_USER_AGENT)));
         }
     }
     for (key, paths) in names::USER_SOURCES {
@@ -161,7 +162,7 @@ fn build_user_data<'a>(
             raw.insert(*key, v.clone());
         }
     }
-    if let Some(click) = click_id(event, req, "_epik", "click_id", "epik") {
+    if let Some(click) = click_id(event, req, "_epik", "click_id", epik) {
         raw.insert(
             "click_id",
             Val::Str(Cow::Owned(clip_cow(click, MAX_TEXT).into_owned())),

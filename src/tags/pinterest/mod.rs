@@ -121,28 +121,26 @@ impl Mapper for PinterestMapper {
         report: &mut MapReport,
     ) -> Outbound {
         let name = self.event_name(event.event_name());
-        let (event_id, event_name) = mapping::map_event(&self.plan, &name, event, req, out, report);
+        let epik = mapping::epik_from_url(event, req);
+        let (event_id, event_name) =
+            mapping::map_event(&self.plan, &name, event, req, epik.as_deref(), out, report);
+        // §9: the `_epik` cookie for a landing page that carries `epik`.
+        if let Some(value) = epik {
+            report.cookies.push(SetCookie {
+                name: "_epik".into(),
+                value: crate::web::cookie_safe(crate::tags::common::limits::clip(&value, 512)),
+                domain: req.host.and_then(registrable_domain),
+                path: "/".into(),
+                max_age_s: EPIK_MAX_AGE_S,
+                secure: true,
+                http_only: false,
+                same_site: "Lax",
+            });
+        }
         Outbound {
             event_id,
             event_name,
         }
-    }
-
-    /// §9: the `_epik` cookie for a landing page that carries `epik`.
-    fn cookies(&self, event: &EventData<'_>, req: &RequestContext<'_>) -> Vec<SetCookie> {
-        let Some(value) = mapping::epik_from_url(event, req) else {
-            return Vec::new();
-        };
-        vec![SetCookie {
-            name: "_epik".into(),
-            value: crate::web::cookie_safe(crate::tags::common::limits::clip(&value, 512)),
-            domain: req.host.and_then(registrable_domain),
-            path: "/".into(),
-            max_age_s: EPIK_MAX_AGE_S,
-            secure: true,
-            http_only: false,
-            same_site: "Lax",
-        }]
     }
 
     fn match_keys(&self) -> &'static [&'static str] {
