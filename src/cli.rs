@@ -192,27 +192,49 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+    let drain_s = config.dispatch.drain_s;
+    let code = runtime.block_on(async move {
+        let listeners = match crate::server::Listeners::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(listen = %config.server.listen, error = %e, "Cannot listen.");
+                tracing::error!(error = %e, "Cannot listen.");
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(addr = %addr, tags = config.tags.len(), version = env!("CARGO_PKG_VERSION"), "Listening.");
-        match crate::server::run(config, listener, shutdown_signal(), Services::default()).await {
+        let addr = |l: &tokio::net::TcpListener| {
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        };
+        tracing::info!(addr = %addr(&listeners.public), admin_addr = %addr(&listeners.admin), tags = config.tags.len(), version = env!("CARGO_PKG_VERSION"), "Listening.");
+        let signal = async move {
+            shutdown_signal().await;
+            // Shutdown always ends: whatever the state, the process exits shortly after the
+            // drain deadline.
+            watchdog(drain_s);
+        };
+        match crate::server::run(config, listeners, signal, Services::default()).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "Gateway failed.");
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Tasks left (connections of slow clients, deliveries past the deadline) are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
+}
+
+/// Exits the process `drain_s` + 2 s from now if it has not ended by then (a task that does
+/// not stop must not keep the pod from restarting).
+fn watchdog(drain_s: u64) {
+    let limit = std::time::Duration::from_secs(drain_s.saturating_add(2));
+    let _ = std::thread::Builder::new()
+        .name("shutdown-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!("tagbridge: shutdown did not finish within drain_s + 2 s; exiting");
+            std::process::exit(1);
+        });
 }
 
 /// SIGTERM or Ctrl-C.

@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod debug;
 pub mod destination;
 pub mod dispatch;
 pub mod event;
@@ -35,4 +36,4 @@ pub mod telemetry;
 pub mod web;
 
 pub use config::Config;
-pub use server::{run, Services};
+pub use server::{run, Listeners, Services};

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 fn product_config(tag: Value, queue_dir: &str) -> Value {
     json!({
         "server": {
-            "listen": "127.0.0.1:0",
+            "listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
             "max_body_bytes": 65536,
             "request_timeout_ms": 5000,
             "allowed_origins": [],

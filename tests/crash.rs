@@ -14,7 +14,7 @@ use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
 
 fn config(api_base: &str, queue_dir: &std::path::Path, batch_wait_ms: u64) -> Value {
     json!({
-        "server": {"listen": "127.0.0.1:0"},
+        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"},
         "queue": {"path": queue_dir},
         "dispatch": {"batch_max_wait_ms": batch_wait_ms, "timeout_ms": 2000, "drain_s": 20,
                      "retry": {"initial_ms": 50, "max_ms": 500, "give_up_after_s": 86400}},

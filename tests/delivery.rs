@@ -248,7 +248,7 @@ async fn metrics_count_what_happened() {
         400
     );
     let resp = client
-        .get(server.url("/metrics"))
+        .get(server.admin_url("/metrics"))
         .send()
         .await
         .expect("metrics");

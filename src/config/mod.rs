@@ -54,6 +54,23 @@ pub struct ServerConfig {
     pub paths: PathsConfig,
     /// Optional key that authenticates server-to-server callers (`X-Tagbridge-Key` header).
     pub ingest_key: Secret,
+    /// Address of the admin listener: `/metrics` and `/debug` (default `127.0.0.1:9090`).
+    /// Never put it behind the public load balancer.
+    #[serde(with = "listen_addr")]
+    pub admin_listen: SocketAddr,
+    /// Open connections beyond this are closed at once (default 10000).
+    pub max_connections: usize,
+    /// Per-client request rate limit on the ingest paths (default: off).
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// `server.rate_limit:` — requests per second per client address (after trusted proxies;
+/// IPv6 clients by /64), beyond which requests get 429 with `Retry-After`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests_per_s: u32,
+    pub burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +84,9 @@ impl Default for ServerConfig {
             client_ip_header: None,
             paths: PathsConfig::default(),
             ingest_key: Secret::default(),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_connections: 10_000,
+            rate_limit: None,
         }
     }
 }
@@ -203,13 +223,27 @@ impl Default for RetryConfig {
     }
 }
 
-/// `debug:` — the live debug page.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `debug:` — the live debug page (on `server.admin_listen`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
+    /// Serve `/debug` and record recent requests for it (default false).
     pub enabled: bool,
-    /// Required for `/debug` from other hosts; without one, loopback only.
+    /// Required for `/debug` from other hosts (without one: loopback clients only), and for
+    /// client-side debug switches (`X-Tagbridge-Debug: <token>`).
     pub token: Secret,
+    /// Requests the page keeps (default 200; also capped at 8 MiB).
+    pub max_requests: usize,
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token: Secret::default(),
+            max_requests: 200,
+        }
+    }
 }
 
 /// `logging:` — format and level of the gateway's own log (JSON lines on stdout by default).
@@ -353,8 +387,31 @@ impl Config {
         if s.max_body_bytes == 0 {
             return Err(ConfigError::new("server.max_body_bytes", "must be > 0"));
         }
-        if s.request_timeout_ms == 0 {
-            return Err(ConfigError::new("server.request_timeout_ms", "must be > 0"));
+        if s.request_timeout_ms == 0 || s.request_timeout_ms > 600_000 {
+            return Err(ConfigError::new(
+                "server.request_timeout_ms",
+                "must be 1..=600000",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError::new("server.max_connections", "must be > 0"));
+        }
+        if let Some(r) = s.rate_limit {
+            if r.requests_per_s == 0 || r.burst == 0 {
+                return Err(ConfigError::new(
+                    "server.rate_limit",
+                    "requests_per_s and burst must be > 0 (remove rate_limit to turn it off)",
+                ));
+            }
+        }
+        if s.admin_listen == s.listen && s.listen.port() != 0 {
+            return Err(ConfigError::new(
+                "server.admin_listen",
+                "must differ from server.listen (metrics and the debug page are never public)",
+            ));
+        }
+        if self.debug.max_requests == 0 || self.debug.max_requests > 10_000 {
+            return Err(ConfigError::new("debug.max_requests", "must be 1..=10000"));
         }
         for (name, p) in [
             ("gtag", &s.paths.gtag),
@@ -487,7 +544,9 @@ impl Config {
     pub fn for_tests() -> Config {
         let mut c = Config::default();
         c.queue.path = PathBuf::from(":memory:");
+        c.queue.min_free_bytes = 0;
         c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.server.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c.dispatch.batch_max_wait_ms = 50;
         c.dispatch.drain_s = 10;
         c

@@ -62,7 +62,10 @@ fn default_tree() -> Value {
             "trusted_proxies": [],
             "client_ip_header": null,
             "paths": {"gtag": "/g/collect", "mp": "/mp/collect", "data": "/data"},
-            "ingest_key": ""
+            "ingest_key": "",
+            "admin_listen": "127.0.0.1:9090",
+            "max_connections": 10000,
+            "rate_limit": null
         },
         "privacy": {"redact_query_params": ["email", "e-mail", "mail", "phone", "tel", "mobile"]},
         "queue": {
@@ -80,7 +83,7 @@ fn default_tree() -> Value {
             "drain_s": 20,
             "retry": {"initial_ms": 500, "max_ms": 60000, "give_up_after_s": 86400}
         },
-        "debug": {"enabled": false, "token": ""},
+        "debug": {"enabled": false, "token": "", "max_requests": 200},
         "logging": {"format": "json", "level": "info"},
         "tags": []
     })
@@ -259,19 +262,19 @@ fn env_overrides_win_over_the_file() {
     let (config, report) = load_env(
         SHIPPED,
         &[
-            ("TAGBRIDGE__SERVER__LISTEN", "127.0.0.1:9090"),
+            ("TAGBRIDGE__SERVER__LISTEN", "127.0.0.1:9191"),
             ("TAGBRIDGE__DISPATCH__BATCH_MAX_EVENTS", "500"),
         ],
     )
     .unwrap();
     assert_eq!(
         config.server.listen,
-        SocketAddr::from(([127, 0, 0, 1], 9090))
+        SocketAddr::from(([127, 0, 0, 1], 9191))
     );
     assert_eq!(config.dispatch.batch_max_events, 500);
     assert_eq!(report.warnings, Vec::<String>::new());
     let mut want = printed(&load(SHIPPED).unwrap().0);
-    want["server"]["listen"] = json!("127.0.0.1:9090");
+    want["server"]["listen"] = json!("127.0.0.1:9191");
     want["dispatch"]["batch_max_events"] = json!(500);
     assert_eq!(printed(&config), want);
 }
@@ -301,7 +304,8 @@ fn env_overrides_apply_to_an_empty_file_and_are_validated() {
         err.to_string(),
         "server.nope: unknown field `nope`, expected one of `listen`, `max_body_bytes`, \
          `request_timeout_ms`, `allowed_origins`, `trusted_proxies`, `client_ip_header`, \
-         `paths`, `ingest_key` (set by TAGBRIDGE__SERVER__NOPE)"
+         `paths`, `ingest_key`, `admin_listen`, `max_connections`, `rate_limit` \
+         (set by TAGBRIDGE__SERVER__NOPE)"
     );
 }
 
@@ -436,7 +440,7 @@ fn unknown_key_inside_server() {
         error("server:\n  lisen: \"0.0.0.0:80\"\n"),
         "server.lisen: unknown field `lisen`, expected one of `listen`, `max_body_bytes`, \
          `request_timeout_ms`, `allowed_origins`, `trusted_proxies`, `client_ip_header`, \
-         `paths`, `ingest_key`"
+         `paths`, `ingest_key`, `admin_listen`, `max_connections`, `rate_limit`"
     );
 }
 

@@ -18,7 +18,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::{body, with_cookies, AppState, IngestError, RequestInfo};
+use super::{body, with_cookies, AppState, Endpoint, IngestError, RequestInfo};
 use crate::{
     event::{
         new_event_id,
@@ -38,11 +38,18 @@ pub async fn post(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    let info = RequestInfo::new(&state, peer, &headers, query.as_deref().unwrap_or(""));
+    let mut info = RequestInfo::new(
+        &state,
+        ("POST", Endpoint::Data),
+        peer,
+        &headers,
+        query.as_deref().unwrap_or(""),
+    );
     let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
         Err(e) => return state.reject(&info, e),
     };
+    info.request_bytes += bytes.len();
     let parsed = match parse_body(&bytes) {
         Ok(v) => v,
         Err(e) => return state.reject(&info, e),
@@ -69,7 +76,7 @@ pub async fn get(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let info = RequestInfo::new(&state, peer, &headers, &query);
+    let info = RequestInfo::new(&state, ("GET", Endpoint::Data), peer, &headers, &query);
     let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
         form_urlencoded::parse(query.as_bytes()).collect();
     if pairs.is_empty() {

@@ -12,7 +12,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{body, gtag_parse, mp_parse, with_cookies, AppState, IngestError, RequestInfo};
+use super::{
+    body, gtag_parse, mp_parse, with_cookies, AppState, Endpoint, IngestError, RequestInfo,
+};
 use crate::event::{new_event_id, value_text, EventData, Obj, Val};
 
 /// Cookies copied into `common_cookie` (the first-party ids tags read).
@@ -71,7 +73,7 @@ pub async fn gtag_get(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let info = RequestInfo::new(&state, peer, &headers, &query);
+    let info = RequestInfo::new(&state, ("GET", Endpoint::Gtag), peer, &headers, &query);
     gtag(&state, &info, &query, "").await
 }
 
@@ -83,7 +85,7 @@ pub async fn gtag_post(
     body: Body,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let mut info = RequestInfo::new(&state, peer, &headers, &query);
+    let mut info = RequestInfo::new(&state, ("POST", Endpoint::Gtag), peer, &headers, &query);
     let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
         Err(e) => return state.reject(&info, e),
@@ -125,7 +127,7 @@ pub async fn mp_post(
     body: Body,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let mut info = RequestInfo::new(&state, peer, &headers, &query);
+    let mut info = RequestInfo::new(&state, ("POST", Endpoint::Mp), peer, &headers, &query);
     let bytes = match body::read_for(&state.config.server, body, &headers).await {
         Ok(b) => b,
         Err(e) => return state.reject(&info, e),

@@ -18,6 +18,7 @@ mod data;
 pub mod error;
 mod ga4;
 pub mod gtag_parse;
+pub mod limit;
 pub mod mp_parse;
 pub mod privacy;
 
@@ -34,6 +35,7 @@ pub use error::IngestError;
 
 use crate::{
     config::Config,
+    debug::{Incoming, Recorder},
     event::{new_trace_id, EventData, RequestContext},
     health::Health,
     pipeline::{Outcome, Pipeline},
@@ -49,10 +51,22 @@ pub struct AppState {
     pub client_ip: ClientIpResolver,
     pub health: Arc<Health>,
     pub redactor: privacy::Redactor,
+    pub rate_limit: Option<Arc<limit::RateLimit>>,
+    pub recorder: Arc<Recorder>,
+}
+
+/// Which ingest endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Data,
+    Gtag,
+    Mp,
 }
 
 /// What every handler reads from the request besides its body, borrowed from its headers.
 pub struct RequestInfo<'h> {
+    pub method: &'static str,
+    pub endpoint: Endpoint,
     /// The resolved client address (after trusted proxies).
     pub client_ip: String,
     pub user_agent: Option<&'h str>,
@@ -65,7 +79,13 @@ pub struct RequestInfo<'h> {
 }
 
 impl<'h> RequestInfo<'h> {
-    pub fn new(state: &AppState, peer: SocketAddr, headers: &'h HeaderMap, query: &str) -> Self {
+    pub fn new(
+        state: &AppState,
+        (method, endpoint): (&'static str, Endpoint),
+        peer: SocketAddr,
+        headers: &'h HeaderMap,
+        query: &str,
+    ) -> Self {
         let server = &state.config.server;
         let authenticated = authenticated(&server.ingest_key, headers, query);
         let header_bytes: usize = headers
@@ -73,6 +93,8 @@ impl<'h> RequestInfo<'h> {
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
         RequestInfo {
+            method,
+            endpoint,
             client_ip: state.client_ip.resolve(peer.ip(), headers).to_string(),
             user_agent: headers
                 .get(header::USER_AGENT)
@@ -101,14 +123,77 @@ impl AppState {
         } else {
             events
         };
-        self.pipeline
+        let result = self
+            .pipeline
             .run(events, &info.ctx, info.request_bytes)
-            .await
+            .await;
+        if self.recorder.enabled() {
+            if let Ok(outcome) = &result {
+                let status = match info.endpoint {
+                    Endpoint::Data => 200,
+                    Endpoint::Gtag | Endpoint::Mp => 204,
+                };
+                let traced = events
+                    .iter()
+                    .zip(&outcome.traces)
+                    .map(|(e, traces)| {
+                        (
+                            e.event_name().to_owned(),
+                            e.text("event_id")
+                                .or_else(|| e.text("transaction_id"))
+                                .map(|t| t.into_owned()),
+                            e.to_json(),
+                            traces.clone(),
+                        )
+                    })
+                    .collect();
+                self.record(info, status, None, traced);
+            }
+        }
+        result
     }
 
-    /// The one way a request is refused: counted and logged by the error itself.
-    pub fn reject(&self, _info: &RequestInfo<'_>, error: IngestError) -> axum::response::Response {
+    /// The one way a request is refused: counted and logged by the error itself, and shown
+    /// on the debug page.
+    pub fn reject(&self, info: &RequestInfo<'_>, error: IngestError) -> axum::response::Response {
+        if self.recorder.enabled() {
+            self.record(
+                info,
+                error.status().as_u16(),
+                Some(error.to_string()),
+                Vec::new(),
+            );
+        }
         axum::response::IntoResponse::into_response(error)
+    }
+
+    fn record(
+        &self,
+        info: &RequestInfo<'_>,
+        status: u16,
+        error: Option<String>,
+        events: Vec<(
+            String,
+            Option<String>,
+            serde_json::Value,
+            Vec<crate::pipeline::TagTrace>,
+        )>,
+    ) {
+        let paths = &self.config.server.paths;
+        let path = match info.endpoint {
+            Endpoint::Data => &paths.data,
+            Endpoint::Gtag => &paths.gtag,
+            Endpoint::Mp => &paths.mp,
+        };
+        self.recorder.record(Incoming {
+            method: info.method,
+            path,
+            client_ip: &info.client_ip,
+            status,
+            trace_id: &info.ctx.trace_id,
+            error,
+            events,
+        });
     }
 }
 
@@ -231,12 +316,35 @@ pub(crate) fn with_cookies(
     response
 }
 
-/// The ingest routes (CORS applies to them).
+/// The ingest routes: the rate limit first, then CORS, then the handlers.
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let paths = state.config.server.paths.clone();
     Router::new()
         .route(&paths.data, get(data::get).post(data::post))
         .route(&paths.gtag, get(ga4::gtag_get).post(ga4::gtag_post))
         .route(&paths.mp, axum::routing::post(ga4::mp_post))
-        .route_layer(axum::middleware::from_fn_with_state(state, cors::layer))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(state, rate_limit))
+}
+
+/// `server.rate_limit`: 429 with `Retry-After` past a client's budget (cheaply, before
+/// the body is read).
+async fn rate_limit(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(rl) = &state.rate_limit {
+        let ip = state.client_ip.resolve(peer.ip(), request.headers());
+        if let Err(wait) = rl.check(ip) {
+            return axum::response::IntoResponse::into_response(IngestError::RateLimited {
+                retry_after_s: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+    }
+    next.run(request).await
 }

@@ -1,9 +1,15 @@
-//! Wiring: config → tags, routes, queue, dispatcher, router; serve until shutdown; drain.
+//! Wiring: config → tags, routes, queue, dispatcher, routers; serve until shutdown; drain.
+//!
+//! Two listeners: the public one (`server.listen`: the ingest paths, `/healthz`, `/readyz`)
+//! and the admin one (`server.admin_listen`: `/metrics`, `/debug`, and the probes again).
 //!
 //! Shutdown order (each step bounded by `dispatch.drain_s` from the signal): stop
 //! accepting (`/readyz` 503), finish in-flight requests, send everything pending, close the
 //! queue (a last sync). A component that cannot go on (see [`crate::health`]) triggers the
 //! same shutdown and makes [`run`] return [`RunError::Fatal`].
+
+mod listener;
+mod routes;
 
 use std::{
     collections::HashMap,
@@ -15,19 +21,44 @@ use std::{
 
 use tokio::{net::TcpListener, sync::watch};
 
-mod routes;
+pub use listener::Limits;
 
 use crate::{
     config::Config,
+    debug::Recorder,
     destination::{Destination, RouteKey},
-    dispatch::{
-        self, DeliveryObserver, DispatchSetup, DrainReport, NoObserver, RequestLog, StdoutLog,
-    },
+    dispatch::{self, DeliveryObserver, DispatchSetup, DrainReport, RequestLog, StdoutLog},
     health::Health,
-    ingest::{privacy::Redactor, AppState, ClientIpResolver},
+    ingest::{limit::RateLimit, privacy::Redactor, AppState, ClientIpResolver},
     pipeline::{Pipeline, TagMetrics, TagSlot},
     queue::{storage::Storage, Queue, QueueError},
 };
+
+/// The two listeners the gateway serves on.
+pub struct Listeners {
+    /// `server.listen`: ingest, `/healthz`, `/readyz`.
+    pub public: TcpListener,
+    /// `server.admin_listen`: `/metrics`, `/debug`, the probes.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of `config`.
+    ///
+    /// # Errors
+    /// When an address cannot be bound (it names which).
+    pub async fn bind(config: &Config) -> Result<Self, String> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+        };
+        Ok(Self {
+            public: bind(config.server.listen, "server.listen").await?,
+            admin: bind(config.server.admin_listen, "server.admin_listen").await?,
+        })
+    }
+}
 
 /// Injected dependencies (tests swap them).
 pub struct Services {
@@ -35,8 +66,6 @@ pub struct Services {
     pub request_log: Arc<dyn RequestLog>,
     /// The queue's storage instead of `queue.path` (tests inject faults this way).
     pub storage: Option<Arc<dyn Storage>>,
-    /// Receives delivery events (the debug page).
-    pub observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Default for Services {
@@ -44,7 +73,6 @@ impl Default for Services {
         Self {
             request_log: Arc::new(StdoutLog),
             storage: None,
-            observer: None,
         }
     }
 }
@@ -109,16 +137,16 @@ async fn open_queue(
     .map_err(|e| QueueError::Storage(e.to_string()))?
 }
 
-/// Runs the gateway on `listener` until `shutdown` resolves (or a component fails for
-/// good), then drains: stop accepting (readyz 503), finish in-flight requests, send
-/// everything pending, all within `dispatch.drain_s` of the signal.
+/// Runs the gateway until `shutdown` resolves (or a component fails for good), then
+/// drains: stop accepting (readyz 503), finish in-flight requests, send everything pending,
+/// all within `dispatch.drain_s` of the signal.
 ///
 /// # Errors
-/// When the HTTP client or the queue cannot be set up, the server fails, or a component
-/// failed for good ([`RunError::Fatal`], after the drain).
+/// When the HTTP client or the queue cannot be set up, or a component failed for good
+/// ([`RunError::Fatal`], after the drain).
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     services: Services,
 ) -> Result<DrainReport, RunError> {
@@ -132,13 +160,15 @@ pub async fn run(
         .collect();
     let queue = open_queue(&config, services.storage, tag_routes, routes.len()).await?;
     let health = Arc::new(Health::default());
+    let recorder = Recorder::new(&config.debug);
+    let observer: Arc<dyn DeliveryObserver> = recorder.clone();
     let control = dispatch::spawn(DispatchSetup {
         routes,
         queue: queue.clone(),
         config: config.dispatch.clone(),
         log: services.request_log.clone(),
         client,
-        observer: services.observer.unwrap_or_else(|| Arc::new(NoObserver)),
+        observer,
         health: health.clone(),
     });
     let reply_timeout = Duration::from_millis(
@@ -154,10 +184,12 @@ pub async fn run(
             queue: queue.clone(),
             log: services.request_log,
             reply_timeout,
-            trace: config.debug.enabled,
+            trace: recorder.enabled(),
         },
         health: health.clone(),
         redactor: Redactor::new(&config.privacy.redact_query_params),
+        rate_limit: config.server.rate_limit.map(RateLimit::new),
+        recorder: recorder.clone(),
         config: config.clone(),
     });
 
@@ -173,15 +205,35 @@ pub async fn run(
             let _ = signal_tx.send(Some(Instant::now()));
         });
     }
-    let mut graceful = signal_rx.clone();
-    let flag = health.clone();
-    let app = routes::public(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(Option::is_some).await;
-        flag.set_draining();
-        tracing::info!("Shutdown signal: no longer accepting requests; draining.");
-    });
-    let server = tokio::spawn(async move { server.await });
+    let stopped = |rx: &watch::Receiver<Option<Instant>>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+    };
+    let limits = Limits {
+        max_connections: config.server.max_connections,
+        header_timeout: Duration::from_millis(config.server.request_timeout_ms),
+    };
+    let public = {
+        let stop = stopped(&signal_rx);
+        let flag = health.clone();
+        let app = routes::public(state.clone());
+        tokio::spawn(listener::serve(listeners.public, app, limits, async move {
+            stop.await;
+            flag.set_draining();
+            tracing::info!("Shutdown signal: no longer accepting requests; draining.");
+        }))
+    };
+    let admin = tokio::spawn(listener::serve(
+        listeners.admin,
+        routes::admin(state.clone()),
+        Limits {
+            max_connections: 64,
+            ..limits
+        },
+        stopped(&signal_rx),
+    ));
 
     let signalled_at = match signal_rx.wait_for(Option::is_some).await {
         Ok(at) => at.unwrap_or_else(Instant::now),
@@ -189,19 +241,21 @@ pub async fn run(
         Err(_) => Instant::now(),
     };
     let deadline = signalled_at + Duration::from_secs(config.dispatch.drain_s);
-    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "Server stopped with an error."),
-        Ok(Err(e)) => tracing::error!(error = %e, "Server task failed."),
-        Err(_) => tracing::warn!("In-flight requests did not finish before the drain deadline."),
+    let tokio_deadline = tokio::time::Instant::from_std(deadline);
+    if tokio::time::timeout_at(tokio_deadline, public)
+        .await
+        .is_err()
+    {
+        tracing::warn!("In-flight requests did not finish before the drain deadline.");
     }
     let report = control.drain(deadline).await;
     let closing = queue.clone();
     let _ = tokio::time::timeout(
-        Duration::from_secs(2),
+        Duration::from_secs(1),
         tokio::task::spawn_blocking(move || closing.close()),
     )
     .await;
+    admin.abort();
     tracing::info!(left_in_queue = report.left_in_queue, "Drain finished.");
     match health.fatal() {
         Some(reason) => Err(RunError::Fatal(reason)),

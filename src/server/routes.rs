@@ -13,16 +13,27 @@ use axum::{
 
 use crate::ingest::{self, AppState};
 
-/// The public listener's routes.
+/// The public listener's routes: ingest and the probes. `/metrics` and `/debug` are not
+/// here (404): they are on the admin listener only.
 pub fn public(state: Arc<AppState>) -> Router {
     // Make sure the recorder exists before the first request counts anything.
     let _ = crate::telemetry::prometheus();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
         .merge(ingest::routes(state.clone()))
         .layer(axum::middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+/// The admin listener's routes: `/metrics`, the debug page and its API, the probes.
+pub fn admin(state: Arc<AppState>) -> Router {
+    let _ = crate::telemetry::prometheus();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(crate::debug::routes::routes(state.clone()))
         .with_state(state)
 }
 

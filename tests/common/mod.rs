@@ -25,6 +25,8 @@ use wiremock::{matchers, Mock, MockServer, Request, Respond, ResponseTemplate};
 /// The gateway running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/debug`).
+    pub admin: SocketAddr,
     pub log: MemoryLog,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<DrainReport, RunError>>>,
@@ -32,17 +34,24 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        Self::start_with(config, Services::default()).await
+    }
+
+    /// Starts with `services` (their request log is replaced by the test's).
+    pub async fn start_with(config: Config, services: Services) -> Self {
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let addr = public.local_addr().expect("addr");
+        let admin_addr = admin.local_addr().expect("admin addr");
         let log = MemoryLog::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let services = Services {
             request_log: Arc::new(log.clone()),
-            ..Services::default()
+            ..services
         };
         let task = tokio::spawn(tagbridge::run(
             config,
-            listener,
+            tagbridge::Listeners { public, admin },
             async move {
                 let _ = stopped.await;
             },
@@ -50,6 +59,7 @@ impl TestServer {
         ));
         Self {
             addr,
+            admin: admin_addr,
             log,
             stop: Some(stop),
             task: Some(task),
@@ -58,6 +68,10 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
     }
 
     /// Signals shutdown and waits for the drain to finish.
@@ -138,6 +152,7 @@ pub async fn received_bodies(server: &MockServer) -> Vec<Value> {
 pub struct BinaryServer {
     pub child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub lines: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -161,21 +176,23 @@ impl BinaryServer {
             .expect("spawn tagbridge");
         let stdout = child.stdout.take().expect("stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, SocketAddr)>();
         let sink = lines.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["message"] == "Listening." {
-                        if let Some(addr) = v["addr"].as_str().and_then(|a| a.parse().ok()) {
-                            let _ = tx.send(addr);
+                        let addr = v["addr"].as_str().and_then(|a| a.parse().ok());
+                        let admin = v["admin_addr"].as_str().and_then(|a| a.parse().ok());
+                        if let (Some(addr), Some(admin)) = (addr, admin) {
+                            let _ = tx.send((addr, admin));
                         }
                     }
                 }
                 sink.lock().expect("lock").push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        let (addr, admin) = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -189,6 +206,7 @@ impl BinaryServer {
         Self {
             child,
             addr,
+            admin,
             lines,
             reader: Some(reader),
             _dir: dir,
@@ -197,6 +215,10 @@ impl BinaryServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
