@@ -102,6 +102,8 @@ struct Ring {
 /// Records requests and deliveries for the debug page.
 pub struct Recorder {
     enabled: bool,
+    /// Each tag's match keys (its destination's), for match quality.
+    match_keys: Mutex<Vec<(String, &'static [&'static str])>>,
     max_requests: usize,
     token: Secret,
     ring: Mutex<Ring>,
@@ -112,6 +114,7 @@ impl Recorder {
     pub fn new(config: &DebugConfig) -> Arc<Self> {
         Arc::new(Self {
             enabled: config.enabled,
+            match_keys: Mutex::new(Vec::new()),
             max_requests: config.max_requests.max(1),
             token: config.token.clone(),
             ring: Mutex::new(Ring {
@@ -124,6 +127,11 @@ impl Recorder {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// The tags whose match quality the page shows, with their destinations' match keys.
+    pub fn set_tags(&self, tags: Vec<(String, &'static [&'static str])>) {
+        *self.match_keys.lock().unwrap_or_else(|p| p.into_inner()) = tags;
     }
 
     pub fn token(&self) -> &Secret {
@@ -239,7 +247,7 @@ impl Recorder {
                 "dead_letters": stats.dead_letters,
                 "dead_by_reason": stats.dead_by_reason,
             },
-            "match_quality": match_quality(&ring),
+            "match_quality": match_quality(&ring, &self.match_keys.lock().unwrap_or_else(|p| p.into_inner())),
             "requests": requests,
         })
     }
@@ -255,7 +263,7 @@ impl Recorder {
 }
 
 /// Per tag, the share of its mapped events (in the window) carrying each match key.
-fn match_quality(ring: &Ring) -> Vec<Value> {
+fn match_quality(ring: &Ring, tags: &[(String, &'static [&'static str])]) -> Vec<Value> {
     let mut per_tag: BTreeMap<&str, (u64, BTreeMap<&str, u64>)> = BTreeMap::new();
     for r in &ring.requests {
         for e in &r.events {
@@ -271,10 +279,10 @@ fn match_quality(ring: &Ring) -> Vec<Value> {
             }
         }
     }
-    per_tag
-        .into_iter()
-        .map(|(tag, (events, keys))| {
-            let shares: Map<String, Value> = crate::tags::pinterest::names::MATCH_KEYS
+    tags.iter()
+        .map(|(tag, names)| {
+            let (events, keys) = per_tag.remove(tag.as_str()).unwrap_or_default();
+            let shares: Map<String, Value> = names
                 .iter()
                 .map(|k| {
                     let n = keys.get(k).copied().unwrap_or(0);

@@ -32,6 +32,7 @@ use crate::{
     ingest::{limit::RateLimit, privacy::Redactor, AppState, ClientIpResolver},
     pipeline::{Pipeline, TagMetrics, TagSlot},
     queue::{storage::Storage, Queue, QueueError},
+    tags::Tag,
 };
 
 /// The two listeners the gateway serves on.
@@ -66,6 +67,9 @@ pub struct Services {
     pub request_log: Arc<dyn RequestLog>,
     /// The queue's storage instead of `queue.path` (tests inject faults this way).
     pub storage: Option<Arc<dyn Storage>>,
+    /// Tags built outside the config, run after the configured ones (a destination under
+    /// development, or a test's fake, goes through exactly the same seam).
+    pub extra_tags: Vec<Arc<dyn Tag>>,
 }
 
 impl Default for Services {
@@ -73,6 +77,7 @@ impl Default for Services {
         Self {
             request_log: Arc::new(StdoutLog),
             storage: None,
+            extra_tags: Vec::new(),
         }
     }
 }
@@ -93,11 +98,17 @@ pub enum RunError {
 /// Builds the tags and their dispatch routes: tags whose destinations have the same
 /// endpoint and credential share one route (and so their batches).
 pub fn build_tags(config: &Config) -> (Vec<TagSlot>, Vec<Arc<dyn Destination>>) {
+    route_tags(config.tags.iter().map(|tc| tc.build()))
+}
+
+/// Places tags on routes (see [`build_tags`]).
+pub fn route_tags(
+    tags: impl Iterator<Item = Arc<dyn Tag>>,
+) -> (Vec<TagSlot>, Vec<Arc<dyn Destination>>) {
     let mut keys: HashMap<RouteKey, usize> = HashMap::new();
     let mut routes: Vec<Arc<dyn Destination>> = Vec::new();
     let mut slots = Vec::new();
-    for tc in &config.tags {
-        let tag = tc.build();
+    for tag in tags {
         let dest = tag.destination();
         let route = *keys.entry(dest.route_key()).or_insert_with(|| {
             routes.push(dest.clone());
@@ -148,12 +159,13 @@ pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    services: Services,
+    mut services: Services,
 ) -> Result<DrainReport, RunError> {
     let config = Arc::new(config);
     let client =
         dispatch::http_client(&config.dispatch).map_err(|e| RunError::HttpClient(e.to_string()))?;
-    let (tags, routes) = build_tags(&config);
+    let extra = std::mem::take(&mut services.extra_tags);
+    let (tags, routes) = route_tags(config.tags.iter().map(|tc| tc.build()).chain(extra));
     let tag_routes: HashMap<String, usize> = tags
         .iter()
         .map(|s| (s.tag.name().to_owned(), s.route))
@@ -161,6 +173,11 @@ pub async fn run(
     let queue = open_queue(&config, services.storage, tag_routes, routes.len()).await?;
     let health = Arc::new(Health::default());
     let recorder = Recorder::new(&config.debug);
+    recorder.set_tags(
+        tags.iter()
+            .map(|s| (s.tag.name().to_owned(), s.tag.match_keys()))
+            .collect(),
+    );
     let observer: Arc<dyn DeliveryObserver> = recorder.clone();
     let control = dispatch::spawn(DispatchSetup {
         routes,

@@ -178,4 +178,6 @@ impl TagSettings for PinterestSettings {
 }
 
 #[cfg(test)]
+mod config_tests;
+#[cfg(test)]
 mod tests;
