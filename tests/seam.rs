@@ -191,10 +191,13 @@ enum Step {
     Poison(&'static [&'static str]),
 }
 
+/// When a request arrived, its body and its `X-Acme-Key` header.
+type Seen = (Instant, Value, Option<String>);
+
 #[derive(Clone, Default)]
 struct Script {
     steps: Arc<Mutex<Vec<Step>>>,
-    seen: Arc<Mutex<Vec<(Instant, Value, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Script {
