@@ -204,9 +204,10 @@ fn serve(path: &Path) -> ExitCode {
         let addr = |l: &tokio::net::TcpListener| {
             l.local_addr().map(|a| a.to_string()).unwrap_or_default()
         };
+        let signalled = shutdown_signal();
         tracing::info!(addr = %addr(&listeners.public), admin_addr = %addr(&listeners.admin), tags = config.tags.len(), version = env!("CARGO_PKG_VERSION"), "Listening.");
         let signal = async move {
-            shutdown_signal().await;
+            signalled.await;
             // Shutdown always ends: whatever the state, the process exits shortly after the
             // drain deadline.
             watchdog(drain_s);
@@ -237,26 +238,37 @@ fn watchdog(drain_s: u64) {
         });
 }
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called (before the gateway
+/// says it listens), not when the future is first polled: a SIGTERM right after start-up
+/// drains like any other instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut term), Err(_)) => {
+                    term.recv().await;
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

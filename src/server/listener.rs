@@ -76,12 +76,21 @@ pub async fn serve(
                     r.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                     r
                 });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // hyper's header timeout starts once it knows the protocol, which takes a first
+            // byte: a client that sends nothing is closed after the same timeout.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .into_owned();
+            let _ = watcher.watch(conn).await;
             drop(permit);
         });
     }
