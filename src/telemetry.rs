@@ -32,6 +32,14 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
             .set_buckets(&[
                 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0, 500.0, 1000.0,
             ])
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "tagbridge_batch_size_events".to_owned(),
+                    ),
+                    &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 750.0, 1000.0],
+                )
+            })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| {
                 metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder()

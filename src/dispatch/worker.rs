@@ -22,9 +22,6 @@ use crate::{
     queue::{Entry, RouteId},
 };
 
-/// How often queue gauges are published.
-const GAUGES_EVERY: Duration = Duration::from_millis(500);
-
 struct Route {
     dest: Arc<dyn Destination>,
     limiter: Arc<DefaultDirectRateLimiter>,
@@ -40,7 +37,6 @@ struct Route {
 }
 
 struct Worker {
-    setup: Arc<DispatchSetup>,
     routes: Vec<Route>,
     ctx: Arc<Context>,
     wait: Duration,
@@ -50,7 +46,6 @@ struct Worker {
     tasks: JoinSet<(RouteId, Outcome)>,
     /// What each running delivery holds, to release it if the task panics.
     inflight: HashMap<tokio::task::Id, (RouteId, Vec<Entry>)>,
-    gauges_at: Instant,
 }
 
 pub(super) async fn run(
@@ -99,8 +94,6 @@ pub(super) async fn run(
         routes,
         tasks: JoinSet::new(),
         inflight: HashMap::new(),
-        gauges_at: Instant::now(),
-        setup,
     };
 
     let mut deadline: Option<Instant> = *drain.borrow();
@@ -108,7 +101,6 @@ pub(super) async fn run(
         let now = Instant::now();
         let draining = deadline.is_some();
         w.start_ready(now, draining);
-        w.publish_gauges(now);
         if draining && w.tasks.is_empty() && w.is_idle() {
             break;
         }
@@ -319,24 +311,6 @@ impl Worker {
             );
         }
         self.ctx.queue.release(route, &entries);
-    }
-
-    fn publish_gauges(&mut self, now: Instant) {
-        if now.duration_since(self.gauges_at) < GAUGES_EVERY {
-            return;
-        }
-        self.gauges_at = now;
-        let q = &self.ctx.queue;
-        metrics::gauge!("tagbridge_queue_pending_events").set(q.depth() as f64);
-        metrics::gauge!("tagbridge_queue_bytes").set(q.bytes() as f64);
-        let oldest = (0..self.routes.len())
-            .filter_map(|id| q.route_status(id).oldest_ms)
-            .min();
-        let age = oldest.map_or(0.0, |ms| {
-            crate::support::now_ms().saturating_sub(ms) as f64 / 1000.0
-        });
-        metrics::gauge!("tagbridge_queue_oldest_age_seconds").set(age);
-        let _ = &self.setup;
     }
 }
 

@@ -161,6 +161,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut services: Services,
 ) -> Result<DrainReport, RunError> {
+    // The recorder first: counters registered while setting up (per-tag handles, queue
+    // recovery) must land in it.
+    let _ = crate::telemetry::prometheus();
     let config = Arc::new(config);
     let client =
         dispatch::http_client(&config.dispatch).map_err(|e| RunError::HttpClient(e.to_string()))?;

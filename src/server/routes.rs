@@ -70,11 +70,28 @@ fn status_label(s: StatusCode) -> &'static str {
     }
 }
 
-async fn metrics_text() -> impl IntoResponse {
+async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    queue_gauges(&state.pipeline.queue);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),
     )
+}
+
+/// The queue's gauges, read at scrape time so they are never stale (the dispatcher may sleep
+/// for minutes while a route backs off or the queue is empty).
+fn queue_gauges(queue: &crate::queue::Queue) {
+    let stats = queue.stats();
+    metrics::gauge!("tagbridge_queue_pending_events").set(stats.depth as f64);
+    metrics::gauge!("tagbridge_queue_bytes").set(stats.bytes as f64);
+    metrics::gauge!("tagbridge_queue_disk_bytes").set(stats.disk_bytes as f64);
+    metrics::gauge!("tagbridge_queue_oldest_age_seconds")
+        .set(stats.oldest_age_s.unwrap_or(0) as f64);
+    metrics::gauge!("tagbridge_dead_letter_bytes").set(stats.dead_letter_bytes as f64);
+    for (reason, n) in stats.dead_by_reason {
+        metrics::gauge!("tagbridge_dead_letters", "reason" => reason).set(n as f64);
+    }
+    metrics::gauge!("tagbridge_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 async fn healthz() -> impl IntoResponse {
