@@ -4,6 +4,14 @@
 #   run:    docker run -p 8080:8080 -v tagbridge-data:/var/lib/tagbridge \
 #             -v $PWD/config/tagbridge.yaml:/etc/tagbridge/tagbridge.yaml:ro \
 #             -e PINTEREST_ACCESS_TOKEN=... tagbridge
+# Ports:
+#   8080  public ingest (server.listen): /g/collect, /mp/collect, /data, /healthz, /readyz.
+#   9090  admin (server.admin_listen): /metrics and the /debug page. Its default,
+#         127.0.0.1:9090, is unreachable from outside the container; to scrape it, bind it
+#         with `server.admin_listen: 0.0.0.0:9090` (or TAGBRIDGE__SERVER__ADMIN_LISTEN) and
+#         publish it to a private address only (e.g. -p 127.0.0.1:9090:9090, or the pod IP
+#         in Kubernetes). Never publish 9090 to the internet, and do not use `docker run -P`
+#         (it publishes every EXPOSEd port on all host interfaces): use explicit -p.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
@@ -30,7 +38,8 @@ COPY config/tagbridge.yaml /etc/tagbridge/tagbridge.yaml
 WORKDIR /var/lib/tagbridge
 VOLUME ["/var/lib/tagbridge/data"]
 USER tagbridge:tagbridge
-EXPOSE 8080
+# 8080: public ingest. 9090: admin (/metrics, /debug), internal only, never public.
+EXPOSE 8080 9090
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/tagbridge", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]
