@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check`, `map`.
+//! The command line: `serve` (default), `check`, `map`, `queue …`, `healthcheck`.
 
 use std::{
     path::{Path, PathBuf},
@@ -47,7 +47,8 @@ pub enum Command {
         #[arg(long)]
         tag: Option<String>,
     },
-    /// Inspect the queue: `stats` (works while the gateway runs) or `replay-dead`.
+    /// Inspect or repair the queue: `stats`, `dead-letters` (both work while the gateway
+    /// runs), `replay-dead`, `salvage --from FILE` (gateway stopped).
     Queue {
         #[command(subcommand)]
         action: QueueAction,
@@ -63,8 +64,23 @@ pub enum Command {
 pub enum QueueAction {
     /// Depth, oldest age, dead letters by reason (JSON).
     Stats,
+    /// The newest dead letters (JSON lines): reason, status, message, tag, event id and name.
+    DeadLetters {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Move dead letters back into the queue (e.g. after fixing a token). Stop the gateway first.
     ReplayDead,
+    /// Re-queue every intact event record of FILE (a queue file moved aside as
+    /// `.corrupt-<ts>`, or one copied from elsewhere). Stop the gateway first.
+    Salvage {
+        #[arg(long)]
+        from: PathBuf,
+        /// Also re-queue the events of intact dead letters in FILE (a dead-letter file).
+        #[arg(long)]
+        include_dead: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -88,10 +104,19 @@ fn queue_cmd(path: &Path, action: QueueAction) -> ExitCode {
     match action {
         QueueAction::Stats => match crate::queue::stats_at(dir) {
             Ok(stats) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&stats).unwrap_or_default()
-                );
+                out(&serde_json::to_string_pretty(&stats).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        QueueAction::DeadLetters { limit } => match crate::queue::dead_letters_at(dir, limit) {
+            Ok(letters) => {
+                for l in letters {
+                    out(&serde_json::to_string(&l).unwrap_or_default());
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -101,7 +126,7 @@ fn queue_cmd(path: &Path, action: QueueAction) -> ExitCode {
         },
         QueueAction::ReplayDead => match crate::queue::replay_dead(dir) {
             Ok(n) => {
-                println!("{{\"replayed\": {n}}}");
+                out(&format!("{{\"replayed\": {n}}}"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -109,7 +134,26 @@ fn queue_cmd(path: &Path, action: QueueAction) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        QueueAction::Salvage { from, include_dead } => {
+            match crate::queue::salvage(dir, &from, include_dead) {
+                Ok(report) => {
+                    out(&serde_json::to_string_pretty(&report).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+/// One line on stdout; a closed pipe (`tagbridge check | head`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
 }
 
 /// A plain HTTP/1.1 GET with a 3 s budget; success is a `200` status line.
@@ -206,13 +250,13 @@ fn serve(path: &Path) -> ExitCode {
         };
         let signalled = shutdown_signal();
         tracing::info!(addr = %addr(&listeners.public), admin_addr = %addr(&listeners.admin), tags = config.tags.len(), version = env!("CARGO_PKG_VERSION"), "Listening.");
-        let signal = async move {
-            signalled.await;
-            // Shutdown always ends: whatever the state, the process exits shortly after the
-            // drain deadline.
-            watchdog(drain_s);
+        let services = Services {
+            // Shutdown always ends: whatever the state (a signal or a component that failed
+            // for good), the process exits shortly after the drain deadline.
+            on_shutdown: Some(Box::new(move || watchdog(drain_s))),
+            ..Services::default()
         };
-        match crate::server::run(config, listeners, signal, Services::default()).await {
+        match crate::server::run(config, listeners, signalled, services).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "Gateway failed.");
@@ -278,7 +322,7 @@ fn check(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     report_warnings(&report, |w| eprintln!("warning: {w}"));
-    println!("{config}");
+    out(&config.to_string());
     eprintln!("config OK: {}", path.display());
     ExitCode::SUCCESS
 }
@@ -317,7 +361,7 @@ fn map(path: &Path, event_path: &Path, only: Option<&str>) -> ExitCode {
     let event = EventData::from_json(&value);
     match map_event(&config, &event, only) {
         Ok(out) => {
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            self::out(&serde_json::to_string_pretty(&out).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(msg) => {

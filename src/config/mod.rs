@@ -526,6 +526,13 @@ impl Config {
         let mut names = HashSet::new();
         for (i, tag) in self.tags.iter().enumerate() {
             let path = format!("tags[{i}]");
+            // Queue records carry the name in one length byte, and it labels metrics.
+            if tag.name().len() > 100 {
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("must be at most 100 bytes, got {}", tag.name().len()),
+                ));
+            }
             if !names.insert(tag.name()) {
                 return Err(ConfigError::new(
                     format!("{path}.name"),

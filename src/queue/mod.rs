@@ -313,10 +313,12 @@ impl AppendBatch {
     }
 }
 
-/// What an append promises: durable now (`sync_interval_ms > 0`), or once this resolves.
+/// What an append promises: nothing to wait for (an empty append), or durable once this
+/// resolves.
 pub enum Commit {
     Done,
-    /// Resolves when the group commit holding the events was synced (or failed).
+    /// Resolves when the group commit holding the events is durable: `fdatasync`ed
+    /// (`sync_interval_ms: 0`) or written to the OS (`sync_interval_ms > 0`); or failed.
     Syncing(oneshot::Receiver<Result<(), QueueError>>),
 }
 
@@ -511,11 +513,6 @@ impl Queue {
         dead: &[(Entry, DeadLetter, Option<&[u8]>)],
     ) -> Result<(), QueueError> {
         index::settle(&self.shared, route, delivered, dead)
-    }
-
-    /// Hands the `wait_for_response` reply of an event to whoever settles it.
-    pub fn take_waiter(&self, seq: u64) -> Option<oneshot::Sender<Delivery>> {
-        lock(&self.shared.index).waiters.remove(&seq)
     }
 
     pub fn state(&self) -> QueueState {

@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     fs::File,
+    io,
     path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64},
@@ -157,6 +158,27 @@ fn aside_name(name: &str, ts: u64) -> String {
     format!("{name}.corrupt-{ts}")
 }
 
+/// Appends an ack frame for `offsets` to the (moved-aside) ack file `name` of segment `id`.
+fn mark_acked(storage: &dyn Storage, id: u32, name: &str, offsets: &[u32]) -> io::Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let file = match storage.open(name) {
+        Ok(f) => f,
+        Err(_) => {
+            let f = storage.create(name)?;
+            f.append(&format::header(Kind::Acks, u64::from(id)))?;
+            f
+        }
+    };
+    let mut frame = Vec::with_capacity(format::FRAME_HEADER + 5 + 4 * offsets.len());
+    let at = format::begin_frame(&mut frame);
+    format::put_acks(&mut frame, offsets);
+    format::finish_frame(&mut frame, at);
+    file.append(&frame)?;
+    file.sync()
+}
+
 pub(super) fn open(
     storage: Arc<dyn Storage>,
     lock_file: Option<File>,
@@ -177,6 +199,9 @@ pub(super) fn open(
     // Intact events of damaged segments, re-appended once the queue is open.
     let mut salvage: Vec<u8> = Vec::new();
     let mut salvaged_seqs = 0usize;
+    // For each segment moved aside: its ack file's new name and the offsets re-queued, so a
+    // later `queue salvage --from` of the same file does not send them twice.
+    let mut aside_acks: Vec<(u32, String, Vec<u32>)> = Vec::new();
     let mut per_route: Vec<Vec<Entry>> = vec![Vec::new(); routes];
     let mut unknown: Vec<(DeadReason, Vec<u8>)> = Vec::new();
 
@@ -189,6 +214,11 @@ pub(super) fn open(
         let acks = read_acks(storage.as_ref(), id, &mut ack_buf);
         let scan = scan_segment(&buf, &acks, Some(id) == newest);
         if scan.damaged {
+            aside_acks.push((
+                id,
+                aside_name(&acks_name(id), ts),
+                scan.live.iter().map(|&(off, _)| off).collect(),
+            ));
             for &(off, len) in &scan.live {
                 let frame = &buf[off as usize..(off + len) as usize];
                 salvage.extend_from_slice(frame);
@@ -400,6 +430,11 @@ pub(super) fn open(
     };
     if !salvage.is_empty() {
         report.salvaged = requeue_frames(&queue, &salvage, route_of)?;
+        for (id, name, offsets) in &aside_acks {
+            if let Err(e) = mark_acked(storage.as_ref(), *id, name, offsets) {
+                tracing::warn!(error = %e, file = %storage.describe(name), "Could not record which events of a damaged file were re-queued; `queue salvage --from` of it would send them again.");
+            }
+        }
         tracing::warn!(events = report.salvaged, of = salvaged_seqs, files = ?report.corrupt_files, "Damaged queue files moved aside; their intact events were re-queued.");
     }
     let thread = log::spawn_writer(&shared)
@@ -546,7 +581,7 @@ fn load_dead(storage: &dyn Storage, ids: &[u64], ts: u64, report: &mut OpenRepor
             if storage.rename(&name, &to).is_ok() {
                 report.corrupt_files.push(storage.describe(&to));
                 metrics::counter!("tagbridge_queue_corrupt_files_total").increment(1);
-                tracing::warn!(file = %storage.describe(&to), "A damaged dead-letter file was moved aside (`tagbridge queue salvage --from` re-queues its events).");
+                tracing::warn!(file = %storage.describe(&to), "A damaged dead-letter file was moved aside (`tagbridge queue salvage --include-dead --from FILE` re-queues its intact events).");
             }
             continue;
         }
@@ -735,7 +770,7 @@ pub struct SalvageReport {
     pub requeued: usize,
     /// Events skipped because an ack file beside the input marks them delivered.
     pub already_settled: usize,
-    /// Intact dead-letter records found (use `replay-dead` semantics: not re-queued).
+    /// Intact dead-letter records not re-queued (all of them without `--include-dead`).
     pub dead_letters_skipped: usize,
     /// Bytes that were not intact frames.
     pub damaged_bytes: u64,
@@ -748,7 +783,7 @@ pub struct SalvageReport {
 ///
 /// # Errors
 /// When the file cannot be read or the queue is in use or cannot be written.
-pub fn salvage(path: &Path, from: &Path) -> Result<SalvageReport, QueueError> {
+pub fn salvage(path: &Path, from: &Path, include_dead: bool) -> Result<SalvageReport, QueueError> {
     let bytes = std::fs::read(from)
         .map_err(|e| QueueError::Storage(format!("cannot read {}: {e}", from.display())))?;
     let mut acked: Vec<u32> = Vec::new();
@@ -778,7 +813,12 @@ pub fn salvage(path: &Path, from: &Path) -> Result<SalvageReport, QueueError> {
                         payloads.push(payload.to_vec());
                     }
                 }
-                Some(Kind::Dead) => report.dead_letters_skipped += 1,
+                Some(Kind::Dead) => match format::read_dead(payload) {
+                    Some(d) if include_dead && format::read_event(d.event).is_some() => {
+                        payloads.push(d.event.to_vec());
+                    }
+                    _ => report.dead_letters_skipped += 1,
+                },
                 _ => {}
             },
             Item::Damage { len, offset } => {

@@ -391,9 +391,21 @@ fn a_damaged_segment_is_moved_aside_and_its_intact_events_requeued() {
     drop(q);
     let aside = std::path::PathBuf::from(&report.corrupt_files[0]);
     assert!(aside.exists());
-    let r = salvage(dir.path(), &aside).expect("salvage");
-    assert_eq!(r.requeued, survivors.len());
+    let r = salvage(dir.path(), &aside, false).expect("salvage");
+    assert_eq!(
+        r.requeued, 0,
+        "re-queued when the queue was opened: not twice"
+    );
+    assert_eq!(r.already_settled, survivors.len());
     assert!(r.damaged_bytes >= 64);
+    // A copy without its ack file (from another volume, say) gives every intact record.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let copy = elsewhere.path().join("q-copy.log");
+    std::fs::copy(&aside, &copy).expect("copy");
+    let r = salvage(dir.path(), &copy, false).expect("salvage");
+    assert_eq!(r.requeued, survivors.len());
+    let (q, _) = open_dir(dir.path(), opts());
+    assert_eq!(pending_ids(&q, 0).len(), 2 * survivors.len());
 }
 
 #[test]

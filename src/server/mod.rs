@@ -70,6 +70,9 @@ pub struct Services {
     /// Tags built outside the config, run after the configured ones (a destination under
     /// development, or a test's fake, goes through exactly the same seam).
     pub extra_tags: Vec<Arc<dyn Tag>>,
+    /// Called once when the shutdown starts (a signal or a fatal component): the binary
+    /// arms its exit watchdog here.
+    pub on_shutdown: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Default for Services {
@@ -78,6 +81,7 @@ impl Default for Services {
             request_log: Arc::new(StdoutLog),
             storage: None,
             extra_tags: Vec::new(),
+            on_shutdown: None,
         }
     }
 }
@@ -217,10 +221,14 @@ pub async fn run(
     let (signal_tx, mut signal_rx) = watch::channel(None::<Instant>);
     {
         let health = health.clone();
+        let on_shutdown = services.on_shutdown.take();
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown => {}
                 () = health.fatal_signalled() => {}
+            }
+            if let Some(hook) = on_shutdown {
+                hook();
             }
             let _ = signal_tx.send(Some(Instant::now()));
         });

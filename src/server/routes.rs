@@ -51,9 +51,16 @@ async fn count_requests(
     response
 }
 
-/// Status codes as static labels (no allocation per request).
-fn status_label(s: StatusCode) -> &'static str {
-    match s.as_u16() {
+/// Status codes as labels (no allocation for the common ones).
+fn status_label(s: StatusCode) -> std::borrow::Cow<'static, str> {
+    match common_status(s) {
+        Some(l) => std::borrow::Cow::Borrowed(l),
+        None => std::borrow::Cow::Owned(s.as_u16().to_string()),
+    }
+}
+
+fn common_status(s: StatusCode) -> Option<&'static str> {
+    Some(match s.as_u16() {
         200 => "200",
         204 => "204",
         400 => "400",
@@ -66,8 +73,8 @@ fn status_label(s: StatusCode) -> &'static str {
         429 => "429",
         500 => "500",
         503 => "503",
-        _ => s.canonical_reason().unwrap_or("other"),
-    }
+        _ => return None,
+    })
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -88,6 +88,18 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Waits (bounded) for the gateway to stop on its own (a fatal component), without
+    /// signalling it.
+    pub async fn finished(mut self) -> Result<DrainReport, RunError> {
+        let task = self.task.take().expect("task");
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("stopped within 60 s")
+            .expect("join")
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -553,6 +553,17 @@ fn duplicate_tag_names() {
 }
 
 #[test]
+fn long_tag_name() {
+    let name = "n".repeat(101);
+    assert_eq!(
+        error(&format!(
+            "tags:\n  - name: {name}\n    type: pinterest\n    advertiser_id: \"1\"\n"
+        )),
+        "tags[0].name: must be at most 100 bytes, got 101"
+    );
+}
+
+#[test]
 fn empty_tag_name() {
     assert_eq!(
         error("tags:\n  - name: \" \"\n    type: pinterest\n    advertiser_id: \"1\"\n"),

@@ -1,5 +1,6 @@
-//! Pinterest as a dispatch destination (`pinterest-tag.md` §8, `pinterest-capi.md` §2): the
-//! request for a batch, what an answer means, and Pinterest's limits.
+//! Pinterest as a dispatch destination (`docs/MAPPING.md` §8; the answer and error formats
+//! of Pinterest's Conversions API reference): the request for a batch, what an answer means,
+//! and Pinterest's limits.
 
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
@@ -168,7 +169,9 @@ impl Destination for PinterestDestination {
                 reason: format!("HTTP {status}: {}", error_message(body)),
                 after: answer.retry_after,
             },
-            401 | 403 => BatchVerdict::Reject {
+            // A bad token, or an ad account the token cannot use or that does not exist:
+            // every batch of the route would fail the same way, so the route pauses.
+            401 | 403 | 404 => BatchVerdict::Reject {
                 reason: format!("HTTP {status}: {}", error_message(body)),
                 cause: RejectCause::Credentials,
             },
@@ -273,6 +276,18 @@ mod tests {
                 cause: RejectCause::Credentials,
             }
         );
+        for s in [403, 404] {
+            assert!(
+                matches!(
+                    d.classify(&answer(s, b"{}"), 1),
+                    BatchVerdict::Reject {
+                        cause: RejectCause::Credentials,
+                        ..
+                    }
+                ),
+                "{s}"
+            );
+        }
     }
 
     #[test]
