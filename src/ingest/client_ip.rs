@@ -1,4 +1,4 @@
-//! The client address (`ga4-ingest.md` §4).
+//! The client address (`docs/INGEST.md` §4).
 //!
 //! The TCP peer, unless the peer is a trusted proxy: then the configured client-IP header
 //! (`CF-Connecting-IP`, ...) when set, else the right-most `X-Forwarded-For` entry that is

@@ -1,4 +1,4 @@
-//! CORS for the ingest endpoints (`ga4-ingest.md` §1, issue "GA4 ingest" §3).
+//! CORS for the ingest endpoints (`docs/INGEST.md` §5).
 //!
 //! - A request without `Origin` (server calls, image beacons) is processed.
 //! - With `server.allowed_origins` set, an `Origin` on the list (exact match, or `*`) is

@@ -190,7 +190,7 @@ fn first_text<'e>(e: &'e EventData<'_>, keys: &[&str]) -> Option<Cow<'e, str>> {
     keys.iter().find_map(|k| e.get(k).and_then(value_text))
 }
 
-/// Fills the canonical event-data keys from their aliases (`ga4-ingest` §3). The object's
+/// Fills the canonical event-data keys from their aliases (`docs/INGEST.md` §3). The object's
 /// own keys are kept as they are.
 fn canonical_keys(e: &mut EventData<'_>, info: &RequestInfo<'_>, headers: &HeaderMap) {
     let name = first_text(e, &["event_name", "eventName", "event", "name"])

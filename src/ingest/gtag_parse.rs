@@ -1,11 +1,12 @@
 //! `/g/collect` request parsing: a gtag.js request (URL query string + body lines) → GA4
-//! event data (`ga4-ingest.md` §1; wire facts in `reference/ga4-incoming.md`).
+//! event data (`docs/INGEST.md` §1).
 //!
 //! Pure functions: no HTTP, no I/O. The handler adds `ip_override`, `user_agent` and
 //! `common_cookie`. Decoding happens once per request ([`decode`]); each event is built
 //! from the decoded pairs, borrowing their text ([`Decoded::events`]).
 //!
-//! Rules beyond the §1 table (chosen where the spec is silent, each from the reference):
+//! Rules beyond the parameter tables (choices where GA4's unpublished wire format leaves room;
+//! all of them are in `docs/INGEST.md` §1):
 //!
 //! - Repeated keys: the first value wins (within the URL and within a line). A key in a body
 //!   line replaces the URL's values of that key.

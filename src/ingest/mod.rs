@@ -252,7 +252,10 @@ pub(crate) fn request_context<'h>(
     }
 }
 
-/// Name of the cookie that can carry the debug token (set by the debug page).
+/// Name of the cookie that can carry the debug token on ingest requests: set it in the
+/// browser for the tracking domain (`document.cookie = "tagbridge_debug=<token>; path=/"`)
+/// to let that browser's `debug_mode`/`_dbg` events switch on `log: debug` output. (The
+/// debug page's own session cookie lives on the admin listener and never reaches ingest.)
 pub const DEBUG_COOKIE: &str = "tagbridge_debug";
 
 /// Client-side debug switches count only when they carry `debug.token`: nobody else can

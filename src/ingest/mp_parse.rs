@@ -1,5 +1,5 @@
 //! `/mp/collect` request parsing: a GA4 Measurement Protocol JSON body → GA4 event data
-//! (`ga4-ingest.md` §2; body format in `reference/ga4-incoming.md` §3).
+//! (`docs/INGEST.md` §2; the body is the format of Google's Measurement Protocol reference).
 //!
 //! Pure functions: no HTTP, no I/O. The handler adds `ip_override` (from [`MpParse`] when the
 //! request was authenticated, else from the connection) and `user_agent`.

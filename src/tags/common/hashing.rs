@@ -388,7 +388,9 @@ mod tests {
         count
     }
 
-    /// pinterest-capi.md §3.6. Skipped: #7 and #8 (RudderStack hashes `male` /
+    /// Vectors from the test files of RudderStack's (`rudder-transformer`) and Segment's
+    /// (`action-destinations`) public Pinterest Conversions API integrations, numbered by us.
+    /// Skipped: #7 and #8 (RudderStack hashes `male` /
     /// `female` with no f/m/n mapping), #11 (Segment keeps dashes in a date of
     /// birth), #26 (RudderStack's sendingUnHashedData=false sends raw values
     /// unhashed): those follow other vendors' rules, not Pinterest's.
@@ -422,7 +424,10 @@ mod tests {
         assert_eq!(run_table(rows), 23);
     }
 
-    /// pinterest-capi.md §3.7, "Pinterest text suggests" column.
+    /// Inputs on which those integrations disagree, normalized the way Pinterest's Conversions
+    /// API documentation describes (phone digits without leading zeros, city without spaces,
+    /// gender as `f`/`m`/`n`) and Segment's help pages show (US ZIP as 5 digits, date of birth
+    /// as `YYYYMMDD`).
     #[test]
     fn capi_reference_3_7() {
         let rows = r#"

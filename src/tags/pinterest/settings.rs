@@ -1,5 +1,5 @@
 //! The Pinterest tag's settings: one entry under `tags:` with `type: pinterest`
-//! (`pinterest-tag.md` §1).
+//! (`docs/MAPPING.md` §1).
 
 use std::collections::BTreeMap;
 

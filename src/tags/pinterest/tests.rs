@@ -111,7 +111,7 @@ fn bare(event_name: &str, event_id: &str) -> Value {
 // §2 Event name
 // ---------------------------------------------------------------------------------------
 
-/// pinterest-tag.md §2: (incoming event_name, `stape` table, `native` table).
+/// `docs/MAPPING.md` §2: (incoming event_name, `stape` table, `native` table).
 const SECTION_2: &[(&str, &str, &str)] = &[
     ("page_view", "page_visit", "page_visit"),
     ("gtm.dom", "page_visit", "page_visit"),
