@@ -309,6 +309,36 @@ async fn measurement_protocol_with_and_without_the_ingest_key() {
         .as_str()
         .unwrap_or_default()
         .starts_with("invalid JSON"));
+    for (body, message) in [
+        (
+            "",
+            "empty request body: send a Measurement Protocol JSON object",
+        ),
+        (
+            "{\"client_id\": \"1.2\", \"events\": []}",
+            "no event in the request",
+        ),
+    ] {
+        let resp = client
+            .post(server.url("/mp/collect"))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.json::<Value>().await.expect("json")["error"], message);
+    }
+    let resp = client
+        .post(server.url("/g/collect?v=2&tid=G-ABC123&cid=1.2"))
+        .body("foo=bar")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json")["error"],
+        "no event in the request (a line without `en` is not an event)"
+    );
     server.shutdown().await;
     let sent = events_sent(&mock).await;
     assert_eq!(sent.len(), 2, "{sent:?}");

@@ -346,6 +346,7 @@ async fn spoofed_and_invalid_addresses_are_not_sent() {
     let mock = common::mock_pinterest().await;
     let mut cfg = config(&mock.uri(), json!({}));
     cfg.server.ingest_key = tagbridge::support::Secret::new("ingest-key-1");
+    cfg.debug.enabled = true;
     let server = TestServer::start(cfg).await;
     let client = reqwest::Client::new();
     let spoof = json!({"transaction_id": "m-1", "ip_override": "203.0.113.9", "user_agent": "Spoof/1.0",
@@ -368,10 +369,22 @@ async fn spoofed_and_invalid_addresses_are_not_sent() {
     }
     // gtag `ep.` parameters: without, then with the key header.
     let g = "v=2&tid=G-ABC123&cid=1.2&dl=https%3A%2F%2Fshop.example.com%2F&en=purchase&ep.ip_override=203.0.113.9&ep.user_agent=Spoof%2F1.0";
-    for (id, key) in [("g-1", None), ("g-2", Some("ingest-key-1"))] {
+    // g-3: `api_secret` is the Measurement Protocol's, not gtag's (and never event data);
+    // g-4: with the key, an address must still be an address.
+    for (id, key) in [
+        ("g-1", None),
+        ("g-2", Some("ingest-key-1")),
+        ("g-3", None),
+        ("g-4", Some("ingest-key-1")),
+    ] {
+        let query = match id {
+            "g-3" => format!("{g}&api_secret=ingest-key-1"),
+            "g-4" => g.replace("203.0.113.9", "not-an-ip"),
+            _ => g.to_owned(),
+        };
         let mut req = client
             .post(format!(
-                "{}?{g}&ep.transaction_id={id}",
+                "{}?{query}&ep.transaction_id={id}",
                 server.url("/g/collect")
             ))
             .header("user-agent", UA);
@@ -397,7 +410,7 @@ async fn spoofed_and_invalid_addresses_are_not_sent() {
             .expect("post");
         assert_eq!(resp.status(), 200, "{id}");
     }
-    let sent = wait_for_events(&mock, 7).await;
+    let sent = wait_for_events(&mock, 9).await;
     let got: BTreeSet<(String, String, String)> = sent
         .iter()
         .map(|e| {
@@ -421,6 +434,8 @@ async fn spoofed_and_invalid_addresses_are_not_sent() {
         row("m-2", "203.0.113.9", "Spoof/1.0"),
         row("g-1", "127.0.0.1", UA),
         row("g-2", "203.0.113.9", "Spoof/1.0"),
+        row("g-3", "127.0.0.1", UA),
+        row("g-4", "127.0.0.1", "Spoof/1.0"),
         row("d-1", "127.0.0.1", UA),
         row("d-2", "198.51.100.4", UA),
         row("d-3", "2001:db8::1", UA),
@@ -428,6 +443,18 @@ async fn spoofed_and_invalid_addresses_are_not_sent() {
     .into_iter()
     .collect();
     assert_eq!(got, want);
+    let state = client
+        .get(server.admin_url("/debug/api/state"))
+        .send()
+        .await
+        .expect("state")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !state.contains("ingest-key-1"),
+        "the key is never event data"
+    );
     let metrics = client
         .get(server.admin_url("/metrics"))
         .send()
@@ -601,6 +628,7 @@ async fn personal_data_in_urls_is_redacted_everywhere() {
     let mut cfg = config(&mock.uri(), json!({"log": "always"}));
     cfg.queue.path = dir.path().to_path_buf();
     cfg.dispatch.batch_max_wait_ms = 300;
+    cfg.debug.enabled = true;
     let server = TestServer::start(cfg).await;
     let dl = "https://shop.example.com/thanks?email=jane.doe%40example.com&phone=%2B15551234567&utm_source=pin&epik=dJ0yJnU9";
     let dr = "https://shop.example.com/u/jane.doe@example.com/orders?Mobile=5551234567&ref=1";
@@ -625,6 +653,17 @@ async fn personal_data_in_urls_is_redacted_everywhere() {
         .await
         .expect("post");
     assert_eq!(resp.status(), 200);
+    // `/data` aliases stay in the event beside the canonical keys: redacted too.
+    let alias = json!({"event_name": "lead", "event_id": "r-3",
+        "url": "https://shop.example.com/?phone=5551234567&utm_source=x",
+        "referrer": "https://mail.example.com/?to=jane.doe@example.com"});
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&alias)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
     // The queue files, right after the acknowledgement.
     let mut on_disk = Vec::new();
     for entry in std::fs::read_dir(dir.path()).expect("read dir") {
@@ -634,7 +673,7 @@ async fn personal_data_in_urls_is_redacted_everywhere() {
         }
     }
     let on_disk = String::from_utf8_lossy(&on_disk).to_lowercase();
-    let sent = wait_for_events(&mock, 2).await;
+    let sent = wait_for_events(&mock, 3).await;
     let by_id = |id: &str| {
         sent.iter()
             .find(|e| e["event_id"] == id)
@@ -653,8 +692,20 @@ async fn personal_data_in_urls_is_redacted_everywhere() {
         .expect("json")
         .to_lowercase();
     assert!(log.contains("(redacted)"), "the log records the events");
+    assert_eq!(
+        by_id("r-3")["event_source_url"],
+        "https://shop.example.com/?phone=(redacted)&utm_source=x"
+    );
+    let debug = reqwest::get(server.admin_url("/debug/api/state"))
+        .await
+        .expect("state")
+        .text()
+        .await
+        .expect("text")
+        .to_lowercase();
+    assert!(debug.contains("(redacted)"));
     let everything = format!(
-        "{on_disk}{log}{}",
+        "{on_disk}{log}{debug}{}",
         serde_json::to_string(&sent).unwrap_or_default()
     );
     for needle in ["jane.doe", "5551234567", "555-123-4567", "15551234567"] {
@@ -829,4 +880,37 @@ async fn the_rate_limit_is_per_client() {
         );
     }
     server.shutdown().await;
+}
+
+// HEAD on the ingest paths (monitors, link checkers) answers like GET and ingests nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_ingest_nothing() {
+    let mock = common::mock_pinterest().await;
+    let server = TestServer::start(config(&mock.uri(), json!({}))).await;
+    let client = reqwest::Client::new();
+    let data = client
+        .head(server.url("/data?event_name=purchase&event_id=h-1"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(data.status(), 200);
+    let gtag = client
+        .head(server.url("/g/collect?v=2&tid=G-ABC123&cid=1.2&en=purchase"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(gtag.status(), 204);
+    // A GET afterwards is delivered alone: the HEADs queued nothing.
+    let get = client
+        .get(server.url("/data?event_name=purchase&event_id=h-2"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.status(), 200);
+    wait_for_events(&mock, 1).await;
+    let report = server.shutdown().await;
+    assert_eq!(report.left_in_queue, 0);
+    let sent = events_sent(&mock).await;
+    let ids: Vec<&str> = sent.iter().filter_map(|e| e["event_id"].as_str()).collect();
+    assert_eq!(ids, ["h-2"]);
 }

@@ -111,6 +111,13 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Replaces the value of the `i`-th member (an index from the caller's own bookkeeping).
+    pub fn set_at(&mut self, i: usize, value: Val<'a>) {
+        if let Some((_, v)) = self.0.get_mut(i) {
+            *v = value;
+        }
+    }
+
     /// Appends without looking for an existing key (the caller knows it is new).
     pub fn push(&mut self, key: impl Into<Cow<'a, str>>, value: Val<'a>) {
         self.0.push((key.into(), value));

@@ -2,7 +2,8 @@
 //!
 //! The TCP peer, unless the peer is a trusted proxy: then the configured client-IP header
 //! (`CF-Connecting-IP`, ...) when set, else the right-most `X-Forwarded-For` entry that is
-//! not itself a trusted proxy (the peer when there is none). Forwarding headers from an
+//! not itself a trusted proxy (the peer when there is none, or when an entry before it is
+//! not an address). Forwarding headers from an
 //! untrusted peer are ignored: anyone can send them.
 
 use std::net::IpAddr;
@@ -43,16 +44,20 @@ impl ClientIpResolver {
                 return ip;
             }
         }
-        let mut hops: Vec<IpAddr> = headers
+        let hops: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(parse_ip)
             .collect();
-        while let Some(ip) = hops.pop() {
-            if !self.is_trusted(ip) {
-                return ip;
+        // From the right: trusted hops are skipped; an entry that is not an address (a
+        // proxy writing `unknown`) ends the walk, since what is left of it is not vouched
+        // for by anyone we trust.
+        for hop in hops.iter().rev() {
+            match parse_ip(hop) {
+                Some(ip) if self.is_trusted(ip) => {}
+                Some(ip) => return ip,
+                None => return peer,
             }
         }
         peer
@@ -121,6 +126,15 @@ mod tests {
             resolver(Some("CF-Connecting-IP")).resolve(ip("203.0.113.9"), &h),
             ip("203.0.113.9")
         );
+    }
+
+    #[test]
+    fn an_entry_that_is_not_an_address_ends_the_walk() {
+        let r = resolver(None);
+        // The proxy at 10.0.0.2 wrote `unknown`; 198.51.100.9 left of it came from the
+        // client and is not trusted.
+        let h = headers(&[("x-forwarded-for", "198.51.100.9, unknown, 10.0.0.2")]);
+        assert_eq!(r.resolve(ip("10.0.0.1"), &h), ip("10.0.0.1"));
     }
 
     #[test]

@@ -30,12 +30,22 @@ pub fn origin_allowed(origin: &str, allowed: &[String], host: Option<&str>) -> b
             .iter()
             .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
     }
-    let Some(origin_host) = url::Url::parse(origin)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-    else {
+    let Some((scheme, origin_host)) = url::Url::parse(origin).ok().and_then(|u| {
+        let host = u.host_str()?.to_ascii_lowercase();
+        Some((u.scheme().to_owned(), host))
+    }) else {
         return false;
     };
+    // Same site means https (an `http://` page of the site could be anyone on the path),
+    // except for local development.
+    let local = origin_host == "localhost"
+        || origin_host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if scheme != "https" && !local {
+        return false;
+    }
     let Some(host) = host.and_then(host_of).map(str::to_ascii_lowercase) else {
         return false;
     };
@@ -58,7 +68,12 @@ fn cors_headers(headers: &mut HeaderMap, origin: &HeaderValue) {
 }
 
 /// The middleware around the ingest routes.
-pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn layer(
+    State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
         return next.run(request).await;
     };
@@ -72,7 +87,7 @@ pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: N
         .map(|o| origin_allowed(o, &state.config.server.allowed_origins, host.as_deref()))
         .unwrap_or(false);
     if !allowed {
-        return IngestError::OriginNotAllowed.into_response();
+        return state.reject_before_handler(&request, peer, IngestError::OriginNotAllowed);
     }
     if request.method() == Method::OPTIONS {
         let mut response = StatusCode::NO_CONTENT.into_response();
@@ -143,5 +158,15 @@ mod tests {
             Some("track.shop.example.com")
         ));
         assert!(!origin_allowed("https://shop.example.com", &none, None));
+        assert!(!origin_allowed(
+            "http://www.shop.example.com",
+            &none,
+            Some("track.shop.example.com")
+        ));
+        assert!(origin_allowed(
+            "http://localhost:3000",
+            &none,
+            Some("localhost:8080")
+        ));
     }
 }

@@ -4,8 +4,9 @@
 //! `POST` takes a JSON object (one event), an array of objects, or `{"events": [...]}`
 //! (other top-level keys of that wrapper are shared by its events: read through, never
 //! copied into each); any `Content-Type`, since `sendBeacon` sends `text/plain`. `GET` takes
-//! the event's keys in the query string. The event count is checked while parsing, before
-//! anything is built.
+//! the event's keys in the query string (at most [`MAX_GET_KEYS`]). A top-level array is
+//! counted while it is parsed; a wrapper's `events` after the parse (the body limit bounds
+//! that parse), before any event is built.
 
 use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
@@ -30,6 +31,8 @@ use crate::{
 
 /// Most events one `/data` request may carry.
 pub const MAX_EVENTS: usize = 100;
+/// Most keys a `GET /data` query gives an event (like a gtag line; more are ignored).
+pub const MAX_GET_KEYS: usize = crate::ingest::gtag_parse::MAX_PARAMS;
 
 pub async fn post(
     State(state): State<Arc<AppState>>,
@@ -80,11 +83,24 @@ pub async fn get(
     let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
         form_urlencoded::parse(query.as_bytes()).collect();
     if pairs.is_empty() {
-        return state.reject(&info, IngestError::NoEvents);
+        return state.reject(&info, IngestError::NoEvents(super::error::NO_EVENTS));
     }
-    let mut obj = Obj::with_capacity(pairs.len());
+    // As many keys as a gtag line (more are ignored), the last value of a repeated key
+    // winning, in linear time; the ingest key is never event data.
+    let mut seen: rustc_hash::FxHashMap<&str, usize> = Default::default();
+    let mut obj = Obj::with_capacity(pairs.len().min(MAX_GET_KEYS));
     for (k, v) in &pairs {
-        obj.insert(k.as_ref(), Val::str(v.as_ref()));
+        if k == "api_secret" {
+            continue;
+        }
+        match seen.get(k.as_ref()) {
+            Some(&i) => obj.set_at(i, Val::str(v.as_ref())),
+            None if seen.len() < MAX_GET_KEYS => {
+                seen.insert(k.as_ref(), seen.len());
+                obj.push(k.as_ref(), Val::str(v.as_ref()));
+            }
+            None => {}
+        }
     }
     respond(&state, &info, &headers, vec![EventData::new(obj)], false).await
 }
@@ -133,7 +149,7 @@ type Parsed<'b> = (Vec<Obj<'b>>, Option<Obj<'b>>, bool);
 
 fn parse_body(bytes: &[u8]) -> Result<Parsed<'_>, IngestError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(IngestError::EmptyBody);
+        return Err(IngestError::EmptyBody(super::error::EMPTY_DATA_BODY));
     }
     let value = parse_json(bytes, MAX_EVENTS).map_err(|e| match too_many(&e) {
         Some(count) => IngestError::TooManyEvents {
@@ -160,7 +176,7 @@ fn parse_body(bytes: &[u8]) -> Result<Parsed<'_>, IngestError> {
         other => return Err(IngestError::WrongShape(kind(&other))),
     };
     if items.is_empty() {
-        return Err(IngestError::NoEvents);
+        return Err(IngestError::NoEvents(super::error::NO_EVENTS));
     }
     let objects = items
         .into_iter()
@@ -253,13 +269,13 @@ mod tests {
 
     #[test]
     fn body_shapes() {
-        assert!(matches!(parse_body(b"  "), Err(IngestError::EmptyBody)));
+        assert!(matches!(parse_body(b"  "), Err(IngestError::EmptyBody(_))));
         assert!(matches!(parse_body(b"{"), Err(IngestError::InvalidJson(_))));
         assert!(matches!(
             parse_body(b"\"x\""),
             Err(IngestError::WrongShape("a string"))
         ));
-        assert!(matches!(parse_body(b"[]"), Err(IngestError::NoEvents)));
+        assert!(matches!(parse_body(b"[]"), Err(IngestError::NoEvents(_))));
         assert!(matches!(
             parse_body(b"[1]"),
             Err(IngestError::WrongShape(_))

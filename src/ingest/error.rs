@@ -18,10 +18,9 @@ pub enum IngestError {
     BodyTimeout { ms: u64 },
     #[error("could not read the request body")]
     BodyRead,
-    #[error(
-        "empty request body: send a JSON object, an array of objects, or {{\"events\": [...]}}"
-    )]
-    EmptyBody,
+    /// The message says what the endpoint expects.
+    #[error("{0}")]
+    EmptyBody(&'static str),
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
     #[error("expected a JSON object, an array of objects, or {{\"events\": [...]}}; got {0}")]
@@ -33,8 +32,9 @@ pub enum IngestError {
     TooManyEvents { count: usize, limit: usize },
     #[error("{0}")]
     TooManyParameters(String),
-    #[error("no event in the request")]
-    NoEvents,
+    /// The message may add why (a gtag line without `en`).
+    #[error("{0}")]
+    NoEvents(&'static str),
     #[error("the request's events would take {bytes} bytes in the queue, more than its own size allows ({budget})")]
     Expands { bytes: usize, budget: usize },
     #[error("origin not allowed")]
@@ -49,10 +49,18 @@ pub enum IngestError {
     Storage,
 }
 
+/// The plain "no event" message.
+pub const NO_EVENTS: &str = "no event in the request";
+/// `/data`'s empty body message.
+pub const EMPTY_DATA_BODY: &str =
+    "empty request body: send a JSON object, an array of objects, or {\"events\": [...]}";
+
 impl From<GtagError> for IngestError {
     fn from(e: GtagError) -> Self {
         match e {
-            GtagError::NoEvents => IngestError::NoEvents,
+            GtagError::NoEvents => IngestError::NoEvents(
+                "no event in the request (a line without `en` is not an event)",
+            ),
             GtagError::TooManyEvents { count, limit } => {
                 IngestError::TooManyEvents { count, limit }
             }
@@ -64,10 +72,12 @@ impl From<GtagError> for IngestError {
 impl From<MpError> for IngestError {
     fn from(e: MpError) -> Self {
         match e {
-            MpError::EmptyBody => IngestError::EmptyBody,
+            MpError::EmptyBody => IngestError::EmptyBody(
+                "empty request body: send a Measurement Protocol JSON object",
+            ),
             MpError::InvalidJson(m) => IngestError::InvalidJson(m),
             e @ MpError::WrongShape { .. } => IngestError::WrongMpShape(e.to_string()),
-            MpError::NoEvents => IngestError::NoEvents,
+            MpError::NoEvents => IngestError::NoEvents(NO_EVENTS),
             MpError::TooManyEvents { count, limit } => IngestError::TooManyEvents { count, limit },
         }
     }
@@ -81,13 +91,13 @@ impl IngestError {
             }
             IngestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IngestError::BodyRead
-            | IngestError::EmptyBody
+            | IngestError::EmptyBody(_)
             | IngestError::InvalidJson(_)
             | IngestError::WrongShape(_)
             | IngestError::WrongMpShape(_)
             | IngestError::TooManyEvents { .. }
             | IngestError::TooManyParameters(_)
-            | IngestError::NoEvents => StatusCode::BAD_REQUEST,
+            | IngestError::NoEvents(_) => StatusCode::BAD_REQUEST,
             IngestError::OriginNotAllowed => StatusCode::FORBIDDEN,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::QueueFull | IngestError::QueueLowDisk | IngestError::Storage => {
@@ -102,12 +112,12 @@ impl IngestError {
             IngestError::BodyTooLarge { .. } => "body_too_large",
             IngestError::BodyTimeout { .. } => "body_timeout",
             IngestError::BodyRead => "body_read",
-            IngestError::EmptyBody => "empty_body",
+            IngestError::EmptyBody(_) => "empty_body",
             IngestError::InvalidJson(_) => "invalid_json",
             IngestError::WrongShape(_) | IngestError::WrongMpShape(_) => "wrong_shape",
             IngestError::TooManyEvents { .. } => "too_many_events",
             IngestError::TooManyParameters(_) => "too_many_parameters",
-            IngestError::NoEvents => "no_events",
+            IngestError::NoEvents(_) => "no_events",
             IngestError::Expands { .. } => "expands",
             IngestError::OriginNotAllowed => "origin_not_allowed",
             IngestError::RateLimited { .. } => "rate_limited",

@@ -36,8 +36,17 @@ fn enrich<'a>(
     ua_from_header: bool,
 ) -> EventData<'a> {
     let mut e = EventData::new(obj);
-    if !e.contains("ip_override") {
-        e.insert("ip_override", Val::str(ip));
+    // An event's own `ip_override` (kept only with the ingest key) must be an address.
+    let own = e
+        .text("ip_override")
+        .map(|t| t.trim().parse::<std::net::IpAddr>().is_ok());
+    match own {
+        Some(true) => {}
+        Some(false) => {
+            metrics::counter!("tagbridge_ingest_invalid_ip_total").increment(1);
+            e.insert("ip_override", Val::str(ip));
+        }
+        None => e.insert("ip_override", Val::str(ip)),
     }
     if ua_from_header && !e.contains("user_agent") {
         if let Some(ua) = info.user_agent {

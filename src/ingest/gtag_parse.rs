@@ -382,7 +382,8 @@ fn classify(key: &str, value: &str) -> Kind {
             Kind::Ignored
         };
     }
-    if key.is_empty() {
+    // A credential is never event data (it would reach logs and the debug page).
+    if key.is_empty() || key == "api_secret" {
         return Kind::Ignored;
     }
     Kind::Unknown(format!("x-ga-mp2-{key}"))

@@ -87,7 +87,7 @@ impl<'h> RequestInfo<'h> {
         query: &str,
     ) -> Self {
         let server = &state.config.server;
-        let authenticated = authenticated(&server.ingest_key, headers, query);
+        let authenticated = authenticated(&server.ingest_key, headers, query, endpoint);
         let header_bytes: usize = headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
@@ -153,6 +153,34 @@ impl AppState {
         result
     }
 
+    /// [`reject`](Self::reject) for the layers in front of the handlers (rate limit, CORS).
+    pub(crate) fn reject_before_handler(
+        &self,
+        request: &axum::extract::Request,
+        peer: SocketAddr,
+        error: IngestError,
+    ) -> axum::response::Response {
+        let paths = &self.config.server.paths;
+        let path = request.uri().path();
+        let endpoint = if path == paths.data {
+            Endpoint::Data
+        } else if path == paths.gtag {
+            Endpoint::Gtag
+        } else {
+            Endpoint::Mp
+        };
+        let method = match *request.method() {
+            axum::http::Method::GET => "GET",
+            axum::http::Method::POST => "POST",
+            axum::http::Method::HEAD => "HEAD",
+            axum::http::Method::OPTIONS => "OPTIONS",
+            _ => "OTHER",
+        };
+        let query = request.uri().query().unwrap_or_default();
+        let info = RequestInfo::new(self, (method, endpoint), peer, request.headers(), query);
+        self.reject(&info, error)
+    }
+
     /// The one way a request is refused: counted and logged by the error itself, and shown
     /// on the debug page.
     pub fn reject(&self, info: &RequestInfo<'_>, error: IngestError) -> axum::response::Response {
@@ -198,8 +226,8 @@ impl AppState {
 }
 
 /// Whether the caller presented the configured ingest key (`X-Tagbridge-Key` header, or
-/// the Measurement Protocol's `api_secret` query parameter).
-fn authenticated(key: &Secret, headers: &HeaderMap, query: &str) -> bool {
+/// on `/mp/collect` the Measurement Protocol's `api_secret` query parameter).
+fn authenticated(key: &Secret, headers: &HeaderMap, query: &str, endpoint: Endpoint) -> bool {
     let key = key.expose();
     if key.trim().is_empty() {
         return false;
@@ -209,8 +237,9 @@ fn authenticated(key: &Secret, headers: &HeaderMap, query: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| constant_time_eq(v.as_bytes(), key.as_bytes()));
     from_header
-        || form_urlencoded::parse(query.as_bytes())
-            .any(|(k, v)| k == "api_secret" && constant_time_eq(v.as_bytes(), key.as_bytes()))
+        || (matches!(endpoint, Endpoint::Mp)
+            && form_urlencoded::parse(query.as_bytes())
+                .any(|(k, v)| k == "api_secret" && constant_time_eq(v.as_bytes(), key.as_bytes())))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -323,8 +352,19 @@ pub(crate) fn with_cookies(
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let paths = state.config.server.paths.clone();
     Router::new()
-        .route(&paths.data, get(data::get).post(data::post))
-        .route(&paths.gtag, get(ga4::gtag_get).post(ga4::gtag_post))
+        // HEAD (a link checker, a monitor) answers like GET but ingests nothing.
+        .route(
+            &paths.data,
+            get(data::get)
+                .head(|| async { axum::http::StatusCode::OK })
+                .post(data::post),
+        )
+        .route(
+            &paths.gtag,
+            get(ga4::gtag_get)
+                .head(|| async { axum::http::StatusCode::NO_CONTENT })
+                .post(ga4::gtag_post),
+        )
         .route(&paths.mp, axum::routing::post(ga4::mp_post))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -344,9 +384,10 @@ async fn rate_limit(
     if let Some(rl) = &state.rate_limit {
         let ip = state.client_ip.resolve(peer.ip(), request.headers());
         if let Err(wait) = rl.check(ip) {
-            return axum::response::IntoResponse::into_response(IngestError::RateLimited {
+            let error = IngestError::RateLimited {
                 retry_after_s: wait.as_secs_f64().ceil() as u64,
-            });
+            };
+            return state.reject_before_handler(&request, peer, error);
         }
     }
     next.run(request).await

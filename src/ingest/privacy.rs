@@ -1,13 +1,25 @@
 //! Privacy redaction before mapping: e-mail addresses anywhere in the event's URLs
-//! (`page_location`, `page_referrer`, `event_source_url`; raw or percent-encoded) and the
+//! (`page_location`, `page_referrer`, `event_source_url` and the `/data` aliases they are
+//! read from: `pageLocation`, `url`, `href`, `pageReferrer`, `referrer`; raw or
+//! percent-encoded) and the
 //! values of `privacy.redact_query_params` are replaced by `(redacted)`. Other parameters
 //! (`utm_*`, `epik`, `gclid`) stay byte for byte. What is redacted here reaches neither a
 //! destination, nor the queue, nor the logs, nor the debug page.
 
 use crate::event::{EventData, Val};
 
-/// The keys of event data that hold URLs.
-pub const URL_KEYS: [&str; 3] = ["page_location", "page_referrer", "event_source_url"];
+/// The keys of event data that hold URLs (the canonical ones and the `/data` aliases that
+/// stay in the event beside them).
+pub const URL_KEYS: [&str; 8] = [
+    "page_location",
+    "page_referrer",
+    "event_source_url",
+    "pageLocation",
+    "pageReferrer",
+    "url",
+    "href",
+    "referrer",
+];
 
 /// What replaces redacted text.
 pub const REDACTED: &str = "(redacted)";
