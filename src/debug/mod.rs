@@ -341,7 +341,6 @@ impl DeliveryObserver for Recorder {
             DeliveryEvent::DeadLetter { .. } => Some("failed"),
         };
         let mut ring = self.ring();
-        let mut touched = false;
         for seq in seqs {
             let Some(&(id, e, t)) = ring.by_seq.get(seq) else {
                 continue;
@@ -360,12 +359,10 @@ impl DeliveryObserver for Recorder {
                 if let Some(f) = fate {
                     tag.fate = f;
                 }
-                touched = true;
             }
             let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
             ring.requests[pos].version = version;
         }
-        let _ = touched;
     }
 }
 

@@ -41,6 +41,16 @@ impl TestServer {
     pub async fn start_with(config: Config, services: Services) -> Self {
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        Self::start_on(config, services, public, admin)
+    }
+
+    /// Starts on listeners the test bound itself.
+    pub fn start_on(
+        config: Config,
+        services: Services,
+        public: TcpListener,
+        admin: TcpListener,
+    ) -> Self {
         let addr = public.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("admin addr");
         let log = MemoryLog::default();
