@@ -7,7 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tagbridge::ingest::gtag_parse::{self, GtagError, MAX_ITEMS, MAX_LINES};
+use tagbridge::ingest::gtag_parse::{
+    self, GtagError, MAX_ITEMS, MAX_LINES, MAX_PARAMS, MAX_SHARED_COPIES,
+};
 
 fuzz_target!(|data: &[u8]| {
     let (query, body) = match data.iter().position(|&b| b == 0xFF) {
@@ -20,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     match gtag_parse::parse(&query, &body) {
         Ok(p) => {
             assert_eq!(p.events.len() + p.skipped_lines, lines.max(1));
+            assert!(p.events.len() <= MAX_LINES);
             for event in &p.events {
                 assert!(event
                     .get("event_name")
@@ -32,5 +35,15 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(GtagError::TooManyEvents { count, .. }) => assert!(count > MAX_LINES),
         Err(GtagError::NoEvents) => {}
+        Err(GtagError::TooManyShared {
+            events,
+            params,
+            limit,
+        }) => {
+            assert_eq!(limit, MAX_SHARED_COPIES);
+            assert_eq!(events, lines);
+            assert!(events <= MAX_LINES && params <= MAX_PARAMS);
+            assert!(params * events.max(1) > MAX_SHARED_COPIES);
+        }
     }
 });
