@@ -1,61 +1,137 @@
 #!/usr/bin/env bash
-# Ingest load benchmark, side by side in one run on this machine (ratios are what to compare):
-#   1. a bare axum handler answering 204 (the yardstick),
-#   2. tagbridge /data: parse, map, hash, durable enqueue (group commit, fsync), dispatch to a
-#      mock Pinterest on loopback,
-#   3. the same with the queue in memory (`queue.path: ":memory:"`).
-# Reports requests/s, the ratios, fsyncs/s during run 2, events per Pinterest request, and
-# the gateway's peak resident memory.
-# Usage: scripts/bench-ingest.sh   (env: DUR=10 CONN=64 THREADS=1)
+# Ingest throughput, side by side in one run (ratios are what to compare; absolute numbers
+# drift from machine to machine and minute to minute).
+#
+# Servers, all on loopback, all started once:
+#   bare          axum: read the body, answer 204                 (examples/bare.rs)
+#   durable floor bare + a writer thread: one write + one fdatasync per group, answer after
+#                 it                                               (examples/durable_floor.rs)
+#   write floor   the same, answer after the write, fdatasync every 100 ms
+#   gateway/sync0 tagbridge, queue.sync_interval_ms: 0   (answer after fdatasync)
+#   gateway/sync100 tagbridge, queue.sync_interval_ms: 100 (answer after the write)
+# and a mock Pinterest (examples/mock_pinterest.rs) the gateways deliver to.
+#
+# Workload: one realistic 3-event batch per request (page_view, add_to_cart with an item,
+# purchase with two items) on each endpoint: /g/collect (scripts/gtag-batch.lua), /data
+# (scripts/data-batch.lua), /mp/collect (scripts/mp-batch.lua). wrk, 1 thread, 32
+# connections, DUR seconds per round; ROUNDS rounds alternating the servers; the median
+# round is reported.
+#
+# Reports per endpoint: req/s and p99 of each server, the ratios the targets are stated in
+# (sync0 / durable floor, sync100 / bare, p99 sync0 / p99 durable floor), the gateways'
+# fsyncs per second; then events per Pinterest call, events delivered vs acknowledged, and
+# each gateway's peak RSS.
+#
+# Usage: scripts/bench-ingest.sh          (env: DUR=8 ROUNDS=3 CONN=32 ENDPOINTS="gtag data mp")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DUR=${DUR:-10}; CONN=${CONN:-64}; THREADS=${THREADS:-1}
+DUR=${DUR:-8}; ROUNDS=${ROUNDS:-3}; CONN=${CONN:-32}; ENDPOINTS=${ENDPOINTS:-"gtag data mp"}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
-cargo build -q --release --bin tagbridge --example mock_pinterest --example bare
-tmp=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-target/release/examples/mock_pinterest 127.0.0.1:19999 2>/dev/null & pids+=($!)
-target/release/examples/bare 127.0.0.1:19998 2>/dev/null & pids+=($!)
+command -v curl >/dev/null || { echo "needs curl"; exit 1; }
+cargo build -q --release --bin tagbridge --example mock_pinterest --example bare --example durable_floor
 
-gateway_config() { # $1 = queue path
-  cat <<YAML
-server: {listen: "127.0.0.1:19997", max_body_bytes: 65536}
-queue: {path: "$1"}
+tmp=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}" bench.XXXXXX); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+MOCK=127.0.0.1:19999 BARE=127.0.0.1:19998 FLOOR=127.0.0.1:19996 WFLOOR=127.0.0.1:19995
+G0=127.0.0.1:19997 G0_ADMIN=127.0.0.1:19987 G100=127.0.0.1:19994 G100_ADMIN=127.0.0.1:19984
+
+target/release/examples/mock_pinterest "$MOCK" 2>/dev/null & pids+=($!)
+target/release/examples/bare "$BARE" 2>/dev/null & pids+=($!)
+target/release/examples/durable_floor "$FLOOR" "$tmp/floor" 2>/dev/null & pids+=($!)
+target/release/examples/durable_floor "$WFLOOR" "$tmp/wfloor" 100 2>/dev/null & pids+=($!)
+
+gateway() { # $1 listen, $2 admin, $3 sync_interval_ms, $4 queue dir
+  cat > "$tmp/$3.yaml" <<YAML
+server: {listen: "$1", admin_listen: "$2", ingest_key: "bench-secret"}
+queue: {path: "$4", sync_interval_ms: $3, min_free_bytes: 0}
 dispatch: {batch_max_events: 1000, batch_max_wait_ms: 200, concurrency: 4, drain_s: 20}
 logging: {format: json, level: warn}
 tags:
   - {name: pinterest, type: pinterest, advertiser_id: "549755885175", access_token: "bench-token",
-     api_base: "http://127.0.0.1:19999", log: "no"}
+     api_base: "http://$MOCK", log: "no"}
 YAML
+  target/release/tagbridge serve --config "$tmp/$3.yaml" >"$tmp/$3.log" 2>&1 &
+  pids+=($!)
+  echo $!
 }
-wait_port() { for _ in $(seq 1 100); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
-rps() { wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" -s scripts/post-event.lua "$1" | awk '/Requests\/sec/ {print $2}'; }
-commits() { curl -fsS http://127.0.0.1:19997/metrics | awk '/^tagbridge_queue_commits_total/ {print $2}'; }
+gpid0=$(gateway "$G0" "$G0_ADMIN" 0 "$tmp/q0")
+gpid100=$(gateway "$G100" "$G100_ADMIN" 100 "$tmp/q100")
 
-wait_port http://127.0.0.1:19998/x
-bare=$(rps http://127.0.0.1:19998/data)
+wait_port() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+wait_port "http://$MOCK/count"; wait_port "http://$BARE/x"; wait_port "http://$G0/healthz"; wait_port "http://$G100/healthz"
+for a in "$FLOOR" "$WFLOOR"; do for _ in $(seq 1 50); do curl -s -o /dev/null -X POST "http://$a/x" && break; sleep 0.1; done; done
 
-run_gateway() { # $1 = queue path; prints "rps fsyncs_per_s peak_rss_kib"
-  gateway_config "$1" > "$tmp/g.yaml"
-  target/release/tagbridge serve --config "$tmp/g.yaml" >/dev/null 2>&1 & local pid=$!
-  wait_port http://127.0.0.1:19997/healthz
-  local c0; c0=$(commits); c0=${c0:-0}
-  local r; r=$(rps http://127.0.0.1:19997/data)
-  local c1; c1=$(commits); c1=${c1:-0}
-  local rss; rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
-  kill -TERM $pid; wait $pid || true
-  echo "$r $(awk -v a="$c0" -v b="$c1" -v d="$DUR" 'BEGIN {printf "%.0f", (b-a)/d}') $rss"
+metric() { curl -fsS "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+# wrk's p99 in ms from its --latency output.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
+run_wrk() { # $1 url, $2 script -> "rps p99ms"
+  local out; out=$(wrk -t1 -c"$CONN" -d"${DUR}s" --latency -s "$2" "$1")
+  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local p99; p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  if [ -n "$non2xx" ]; then echo "!! $non2xx non-2xx answers from $1" >&2; fi
+  echo "$rps $p99"
 }
-read -r durable fsyncs rss_durable < <(run_gateway "$tmp/queue")
-read -r memory _ rss_memory < <(run_gateway ":memory:")
-events=$(curl -fsS http://127.0.0.1:19999/count); requests=$(curl -fsS http://127.0.0.1:19999/requests)
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "wrk: ${THREADS} thread(s), ${CONN} connections, ${DUR}s each, $(nproc) cores"
-printf '%-44s %10s req/s\n' "bare axum 204" "$bare"
-printf '%-44s %10s req/s  (%.0f%% of bare)\n' "tagbridge /data, durable queue" "$durable" "$(awk -v a="$durable" -v b="$bare" 'BEGIN {print 100*a/b}')"
-printf '%-44s %10s req/s  (%.0f%% of bare)\n' "tagbridge /data, queue in memory" "$memory" "$(awk -v a="$memory" -v b="$bare" 'BEGIN {print 100*a/b}')"
-printf '%-44s %10.2f\n' "durable / in-memory" "$(awk -v a="$durable" -v b="$memory" 'BEGIN {print a/b}')"
-printf '%-44s %10s\n' "fsyncs/s (group commits) during the durable run" "$fsyncs"
-printf '%-44s %10s\n' "events per Pinterest request (both runs)" "$(awk -v e="$events" -v r="$requests" 'BEGIN {printf "%.0f", e/r}')"
-printf '%-44s %10s / %s KiB\n' "peak RSS (durable / in-memory)" "$rss_durable" "$rss_memory"
+declare -A RPS P99 SYNCS
+ack0=$(metric "$G0_ADMIN" tagbridge_events_queued_total); ack0=${ack0:-0}
+ack100=$(metric "$G100_ADMIN" tagbridge_events_queued_total); ack100=${ack100:-0}
+for ep in $ENDPOINTS; do
+  case $ep in
+    gtag) path="/g/collect"; script=scripts/gtag-batch.lua ;;
+    data) path="/data"; script=scripts/data-batch.lua ;;
+    mp) path="/mp/collect"; script=scripts/mp-batch.lua ;;
+  esac
+  for r in $(seq 1 "$ROUNDS"); do
+    for s in bare floor wfloor sync0 sync100; do
+      case $s in
+        bare) addr=$BARE ;; floor) addr=$FLOOR ;; wfloor) addr=$WFLOOR ;;
+        sync0) addr=$G0; admin=$G0_ADMIN ;; sync100) addr=$G100; admin=$G100_ADMIN ;;
+      esac
+      c0=0; [ "${s#sync}" != "$s" ] && c0=$(metric "$admin" tagbridge_queue_commits_total)
+      read -r rps p99 < <(run_wrk "http://$addr$path" "$script")
+      if [ "${s#sync}" != "$s" ]; then
+        c1=$(metric "$admin" tagbridge_queue_commits_total)
+        SYNCS[$ep.$s]+="$(awk -v a="${c0:-0}" -v b="${c1:-0}" -v d="$DUR" 'BEGIN {printf "%.0f", (b-a)/d}') "
+      fi
+      RPS[$ep.$s]+="$rps "; P99[$ep.$s]+="$p99 "
+    done
+  done
+done
+
+# Let the gateways deliver what they acknowledged, then count.
+sleep 2
+acked=$(( $(metric "$G0_ADMIN" tagbridge_events_queued_total) - ack0 + $(metric "$G100_ADMIN" tagbridge_events_queued_total) - ack100 ))
+for _ in $(seq 1 100); do
+  d0=$(metric "$G0_ADMIN" tagbridge_queue_pending_events); d1=$(metric "$G100_ADMIN" tagbridge_queue_pending_events)
+  [ "${d0%.*}" = 0 ] && [ "${d1%.*}" = 0 ] && break; sleep 0.2
+done
+events=$(curl -fsS "http://$MOCK/count"); calls=$(curl -fsS "http://$MOCK/requests")
+rss0=$(awk '/VmHWM/ {print $2}' "/proc/$gpid0/status"); rss100=$(awk '/VmHWM/ {print $2}' "/proc/$gpid100/status")
+
+med() { tr ' ' '\n' <<<"${1% }" | median; }
+echo "wrk: 1 thread, $CONN connections, ${DUR}s × $ROUNDS rounds (median), $(nproc) cores, $(date -u +%F)"
+printf '%-10s %-16s %10s %9s %10s %9s\n' endpoint server "req/s" "p99 ms" "fsyncs/s" ""
+for ep in $ENDPOINTS; do
+  for s in bare floor wfloor sync0 sync100; do
+    name=$s; case $s in bare) name="bare axum";; floor) name="durable floor";; wfloor) name="write floor";;
+      sync0) name="gateway sync 0";; sync100) name="gateway sync 100";; esac
+    sy=""; [ -n "${SYNCS[$ep.$s]:-}" ] && sy=$(med "${SYNCS[$ep.$s]}")
+    printf '%-10s %-16s %10.0f %9.2f %10s\n' "$ep" "$name" "$(med "${RPS[$ep.$s]}")" "$(med "${P99[$ep.$s]}")" "$sy"
+  done
+done
+echo
+printf '%-10s %22s %22s %22s %18s\n' endpoint "sync0 / durable floor" "sync100 / bare" "p99 sync0 / floor" "sync100 / write floor"
+for ep in $ENDPOINTS; do
+  awk -v ep="$ep" -v g0="$(med "${RPS[$ep.sync0]}")" -v fl="$(med "${RPS[$ep.floor]}")" \
+      -v g1="$(med "${RPS[$ep.sync100]}")" -v ba="$(med "${RPS[$ep.bare]}")" -v wf="$(med "${RPS[$ep.wfloor]}")" \
+      -v p0="$(med "${P99[$ep.sync0]}")" -v pf="$(med "${P99[$ep.floor]}")" \
+      'BEGIN {printf "%-10s %22.2f %22.2f %22.2f %18.2f\n", ep, g0/fl, g1/ba, p0/pf, g1/wf}'
+done
+echo
+printf '%-44s %s\n' "events per Pinterest call" "$(awk -v e="$events" -v c="$calls" 'BEGIN {printf "%.0f", (c ? e/c : 0)}')"
+printf '%-44s %s / %s\n' "events delivered / acknowledged" "$events" "$acked"
+printf '%-44s %s / %s MiB\n' "peak RSS, gateway sync 0 / sync 100" "$(( rss0 / 1024 ))" "$(( rss100 / 1024 ))"
