@@ -64,7 +64,8 @@ pub enum Command {
 pub enum QueueAction {
     /// Depth, oldest age, dead letters by reason (JSON).
     Stats,
-    /// The newest dead letters (JSON lines): reason, status, message, tag, event id and name.
+    /// The first dead letters, oldest first (JSON lines): reason, status, message, tag, event
+    /// id and name.
     DeadLetters {
         /// At most this many.
         #[arg(long, default_value_t = 20)]
@@ -125,8 +126,8 @@ fn queue_cmd(path: &Path, action: QueueAction) -> ExitCode {
             }
         },
         QueueAction::ReplayDead => match crate::queue::replay_dead(dir) {
-            Ok(n) => {
-                out(&format!("{{\"replayed\": {n}}}"));
+            Ok(report) => {
+                out(&serde_json::to_string(&report).unwrap_or_default());
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -150,6 +150,6 @@ fn queue_stats_on_a_fresh_queue() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "{\"replayed\": 0}"
+        "{\"replayed\":0,\"kept_files\":[]}"
     );
 }

@@ -64,7 +64,9 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 pub use index::Entry;
-pub use open::{dead_letters_at, replay_dead, salvage, stats_at, OpenReport, SalvageReport};
+pub use open::{
+    dead_letters_at, replay_dead, salvage, stats_at, OpenReport, ReplayReport, SalvageReport,
+};
 use storage::{FileStorage, MemStorage, Storage};
 
 use crate::support::now_ms;

@@ -735,32 +735,65 @@ fn append_offline(storage: &FileStorage, payloads: &[Vec<u8>]) -> Result<usize, 
 ///
 /// # Errors
 /// When the queue is in use or cannot be written.
-pub fn replay_dead(path: &Path) -> Result<u64, QueueError> {
+pub fn replay_dead(path: &Path) -> Result<ReplayReport, QueueError> {
     let storage = FileStorage::new(path).map_err(|e| QueueError::Storage(e.to_string()))?;
     let _lock = take_lock(path)?;
     let listing = list(&storage)?;
     let mut payloads = Vec::new();
+    let mut replayed_files = Vec::new();
+    let mut report = ReplayReport::default();
     let mut buf = Vec::new();
     for &id in &listing.dead {
-        if storage.read_all(&dead_name(id), &mut buf).is_ok() {
-            for item in format::scan(&buf, 0) {
-                if let Item::Frame { payload, .. } = item {
-                    if let Some(d) = format::read_dead(payload) {
-                        if format::read_event(d.event).is_some_and(|e| !e.tag.is_empty()) {
-                            payloads.push(d.event.to_vec());
-                        }
+        let name = dead_name(id);
+        // A file is replayed whole or not at all: one that cannot be read, or holds damage or
+        // a record that cannot go back to the queue, stays as it is (nothing is lost, and
+        // nothing in it is queued twice by a later replay).
+        let mut file_payloads = Vec::new();
+        let mut whole = storage.read_all(&name, &mut buf).is_ok()
+            && buf.len() >= format::HEADER_LEN
+            && format::header_ok(&buf, Kind::Dead);
+        if whole {
+            for item in format::scan(&buf, format::HEADER_LEN) {
+                let event = match item {
+                    Item::Frame { payload, .. } => format::read_dead(payload)
+                        .map(|d| d.event)
+                        .filter(|e| format::read_event(e).is_some_and(|v| !v.tag.is_empty())),
+                    Item::Damage { .. } => None,
+                };
+                match event {
+                    Some(e) => file_payloads.push(e.to_vec()),
+                    None => {
+                        whole = false;
+                        break;
                     }
                 }
             }
         }
+        if whole {
+            payloads.append(&mut file_payloads);
+            replayed_files.push(name);
+        } else {
+            report.kept_files.push(storage.describe(&name));
+        }
     }
-    let n = append_offline(&storage, &payloads)?;
-    for &id in &listing.dead {
+    report.replayed = append_offline(&storage, &payloads)? as u64;
+    for name in replayed_files {
         storage
-            .remove(&dead_name(id))
+            .remove(&name)
             .map_err(|e| QueueError::Storage(e.to_string()))?;
     }
-    Ok(n as u64)
+    Ok(report)
+}
+
+/// What `tagbridge queue replay-dead` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayReport {
+    /// Dead letters moved back into the queue.
+    pub replayed: u64,
+    /// Dead-letter files left as they were: unreadable, damaged, or holding a record that
+    /// cannot be queued again (`tagbridge queue salvage --from FILE --include-dead` takes
+    /// what is intact in them).
+    pub kept_files: Vec<String>,
 }
 
 /// What `tagbridge queue salvage` did.

@@ -625,10 +625,55 @@ fn replay_dead_requeues_dead_letters() {
         );
         q.close();
     }
-    assert_eq!(replay_dead(dir.path()).expect("replay"), 2);
+    let report = replay_dead(dir.path()).expect("replay");
+    assert_eq!((report.replayed, report.kept_files.len()), (2, 0));
     let (q, _) = open_dir(dir.path(), opts());
     assert_eq!(pending_ids(&q, 0), ["1", "2"]);
     assert_eq!(q.stats().dead_letters, 0);
+}
+
+#[test]
+fn replay_dead_keeps_a_file_it_cannot_replay_whole() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let (q, _) = open_dir(dir.path(), opts());
+        append(&q, "a", &["1", "2"]);
+        let e = q.lease(0, 2, u64::MAX);
+        let payloads: Vec<_> = q.read(&e).into_iter().map(|r| r.expect("read")).collect();
+        let letter = DeadLetter {
+            reason: DeadReason::Refused,
+            status: Some(400),
+            message: "bad".into(),
+        };
+        q.settle(
+            0,
+            &[],
+            &[
+                (e[0], letter.clone(), Some(payloads[0].payload())),
+                (e[1], letter, Some(payloads[1].payload())),
+            ],
+        )
+        .expect("settle");
+        q.close();
+    }
+    let dead: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("dead-"))
+        })
+        .collect();
+    assert_eq!(dead.len(), 1);
+    // Damage after the frames (a torn dead-letter write).
+    let mut bytes = std::fs::read(&dead[0]).expect("read");
+    bytes.extend_from_slice(b"TBRF\x05\0\0\0garbage");
+    std::fs::write(&dead[0], &bytes).expect("write");
+
+    let report = replay_dead(dir.path()).expect("replay");
+    assert_eq!(report.replayed, 0);
+    assert_eq!(report.kept_files, [dead[0].display().to_string()]);
+    assert_eq!(std::fs::read(&dead[0]).expect("kept"), bytes);
 }
 
 #[test]
