@@ -286,6 +286,17 @@ async fn access_needs_the_token() {
         r.headers().get("location").and_then(|v| v.to_str().ok()),
         Some("/debug")
     );
+    // From an API path, back to that path.
+    let api = client
+        .get(server.admin_url(&format!("/debug/api/state?token={TOKEN}")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(api.status(), 303);
+    assert_eq!(
+        api.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/debug/api/state")
+    );
     let cookie = r
         .headers()
         .get("set-cookie")

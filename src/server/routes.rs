@@ -95,8 +95,15 @@ fn queue_gauges(queue: &crate::queue::Queue) {
     metrics::gauge!("tagbridge_queue_oldest_age_seconds")
         .set(stats.oldest_age_s.unwrap_or(0) as f64);
     metrics::gauge!("tagbridge_dead_letter_bytes").set(stats.dead_letter_bytes as f64);
-    for (reason, n) in stats.dead_by_reason {
-        metrics::gauge!("tagbridge_dead_letters", "reason" => reason).set(n as f64);
+    // Every reason, so a reason whose dead letters were evicted or replayed drops to 0
+    // instead of keeping its last value.
+    for reason in crate::queue::DeadReason::ALL {
+        let n = stats
+            .dead_by_reason
+            .get(reason.as_str())
+            .copied()
+            .unwrap_or(0);
+        metrics::gauge!("tagbridge_dead_letters", "reason" => reason.as_str()).set(n as f64);
     }
     metrics::gauge!("tagbridge_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
