@@ -38,6 +38,10 @@ pub trait Destination: Send + Sync + fmt::Debug {
     }
     /// The request for `events` as JSON, credentials masked: `{method, url, headers, body}`.
     fn preview(&self, events: &[&RawValue]) -> Value;
+    /// Masks, in one mapped event shown in a log record or on the debug page, what identifies
+    /// a person and is sent in clear (the client address: see [`crate::support::mask_ip`]).
+    /// Hashed fields stay as they are. Default: nothing to mask.
+    fn mask_event(&self, _event: &mut Value) {}
 }
 
 /// How a destination's traffic is limited.

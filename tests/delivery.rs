@@ -153,6 +153,11 @@ async fn log_switch_and_record_fields() {
         .unwrap_or_default()
         .ends_with("/v5/ad_accounts/549755885175/events"));
     assert_eq!(req["RequestBody"]["data"][0]["event_id"], "l-1");
+    // The client address is masked in logs (Pinterest gets it whole).
+    assert_eq!(
+        req["RequestBody"]["data"][0]["user_data"]["client_ip_address"],
+        "203.0.113.0"
+    );
     assert_eq!(req["TraceId"].as_str().map(str::len), Some(32));
     let resp = &records[1];
     assert_eq!(resp["Type"], "Response");

@@ -15,7 +15,6 @@ pub mod routes;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -30,7 +29,7 @@ use crate::{
     dispatch::{DeliveryEvent, DeliveryObserver},
     pipeline::TagTrace,
     queue::Queue,
-    support::{now_ms, Secret},
+    support::{mask_ip, now_ms, Secret},
     tags::common::hashing::sha256_hex,
 };
 
@@ -173,7 +172,7 @@ impl Recorder {
                         decision: t.decision,
                         reason: t.reason,
                         seq: t.seq,
-                        mapped: t.mapped.map(mask_mapped),
+                        mapped: t.mapped,
                         match_keys: t.match_keys,
                         delivery: Vec::new(),
                     })
@@ -453,35 +452,6 @@ fn redact(value: &Value, under_personal: bool) -> Value {
         Value::String(s) if under_personal || looks_like_email(s) => hashed(s),
         Value::Number(n) if under_personal => hashed(&n.to_string()),
         other => other.clone(),
-    }
-}
-
-/// A mapped destination event for display: user data is hashed already; the client address
-/// is masked.
-fn mask_mapped(mut event: Value) -> Value {
-    if let Some(ip) = event
-        .get_mut("user_data")
-        .and_then(|u| u.get_mut("client_ip_address"))
-    {
-        if let Some(s) = ip.as_str() {
-            *ip = Value::String(mask_ip(s));
-        }
-    }
-    event
-}
-
-/// `203.0.113.7` → `203.0.113.0`; IPv6 to its /48; anything else hidden.
-pub fn mask_ip(ip: &str) -> String {
-    match ip.trim().parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.0", o[0], o[1], o[2])
-        }
-        Ok(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}::", s[0], s[1], s[2])
-        }
-        Err(_) => "(hidden)".into(),
     }
 }
 

@@ -96,6 +96,17 @@ fn raw(body: &[u8]) -> Box<serde_json::value::RawValue> {
         .unwrap_or_default()
 }
 
+/// A mapped event as a record shows it: the client address masked by its destination.
+fn masked(dest: &dyn Destination, body: &[u8]) -> Box<serde_json::value::RawValue> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(mut v) => {
+            dest.mask_event(&mut v);
+            serde_json::value::to_raw_value(&v).unwrap_or_else(|_| raw(body))
+        }
+        Err(_) => raw(body),
+    }
+}
+
 /// The `Type: Request` record of one event.
 pub fn request_record<'a>(
     dest: &dyn Destination,
@@ -104,7 +115,7 @@ pub fn request_record<'a>(
     dry_run: bool,
 ) -> Value {
     let e = event.into();
-    let event_json = raw(e.body);
+    let event_json = masked(dest, e.body);
     let preview = dest.preview(&[&event_json]);
     let mut r = json!({
         "Name": dest.display_name(),

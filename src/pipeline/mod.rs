@@ -235,7 +235,13 @@ impl Pipeline {
                     decision,
                     reason,
                     seq: None,
-                    mapped: mapped.then(|| serde_json::from_slice(body).ok()).flatten(),
+                    mapped: mapped
+                        .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+                        .flatten()
+                        .map(|mut v| {
+                            slot.tag.destination().mask_event(&mut v);
+                            v
+                        }),
                     match_keys: keys(slot.tag.match_keys(), out.match_keys),
                 };
                 match out.decision {

@@ -6,7 +6,10 @@
 mod secret;
 pub mod stringish;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    net::IpAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 pub use secret::Secret;
 
@@ -41,4 +44,20 @@ pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// A client address as logs and the debug page show it: `203.0.113.7` → `203.0.113.0`, IPv6
+/// to its /48 (`2001:db8:1::`); anything that is not an address → `(hidden)`.
+pub fn mask_ip(ip: &str) -> String {
+    match ip.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0", o[0], o[1], o[2])
+        }
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::", s[0], s[1], s[2])
+        }
+        Err(_) => "(hidden)".into(),
+    }
 }

@@ -195,6 +195,17 @@ impl Destination for PinterestDestination {
             "body": {"data": events},
         })
     }
+
+    fn mask_event(&self, event: &mut Value) {
+        if let Some(ip) = event
+            .get_mut("user_data")
+            .and_then(|u| u.get_mut("client_ip_address"))
+        {
+            if let Some(s) = ip.as_str() {
+                *ip = Value::String(crate::support::mask_ip(s));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
