@@ -37,6 +37,9 @@ trap cleanup EXIT
 MOCK=127.0.0.1:19999 BARE=127.0.0.1:19998 FLOOR=127.0.0.1:19996 WFLOOR=127.0.0.1:19995
 G0=127.0.0.1:19997 G0_ADMIN=127.0.0.1:19987 G100=127.0.0.1:19994 G100_ADMIN=127.0.0.1:19984
 
+for a in $MOCK $BARE $FLOOR $WFLOOR $G0 $G0_ADMIN $G100 $G100_ADMIN; do
+  if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then echo "$a is in use (a stray server?)"; exit 1; fi
+done
 target/release/examples/mock_pinterest "$MOCK" 2>/dev/null & pids+=($!)
 target/release/examples/bare "$BARE" 2>/dev/null & pids+=($!)
 target/release/examples/durable_floor "$FLOOR" "$tmp/floor" 2>/dev/null & pids+=($!)
@@ -56,11 +59,15 @@ YAML
   pids+=($!)
   echo $!
 }
-gpid0=$(gateway "$G0" "$G0_ADMIN" 0 "$tmp/q0")
-gpid100=$(gateway "$G100" "$G100_ADMIN" 100 "$tmp/q100")
+# (not `$(gateway ...)`: a command substitution's subshell would keep the pid from `pids`)
+gateway "$G0" "$G0_ADMIN" 0 "$tmp/q0" >/dev/null; gpid0=${pids[-1]}
+gateway "$G100" "$G100_ADMIN" 100 "$tmp/q100" >/dev/null; gpid100=${pids[-1]}
 
 wait_port() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
 wait_port "http://$MOCK/count"; wait_port "http://$BARE/x"; wait_port "http://$G0/healthz"; wait_port "http://$G100/healthz"
+for a in "$G0" "$G100"; do # a port held by a stray process would answer for the gateway
+  if ! kill -0 "$gpid0" 2>/dev/null || ! kill -0 "$gpid100" 2>/dev/null; then
+    echo "a gateway did not start:"; cat "$tmp"/*.log; exit 1; fi; done
 for a in "$FLOOR" "$WFLOOR"; do for _ in $(seq 1 50); do curl -s -o /dev/null -X POST "http://$a/x" && break; sleep 0.1; done; done
 
 metric() { curl -fsS "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }

@@ -2,7 +2,7 @@
 //! query string and the body (both decoded lossily, as a handler would), then parsed. Any
 //! panic is a bug; the result's invariants are checked too.
 //!
-//! Run from `fuzz/`: `cargo fuzz run gtag_parse` (nightly, or `RUSTC_BOOTSTRAP=1` on stable).
+//! Run from `fuzz/`: `cargo +nightly fuzz run -O gtag_parse corpus/gtag_parse seeds/gtag_parse -- -dict=gtag.dict`.
 
 #![no_main]
 
