@@ -2,7 +2,7 @@
 //! `replay-dead`, `salvage`.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fs::File,
     io,
     path::Path,
@@ -202,7 +202,8 @@ pub(super) fn open(
     // For each segment moved aside: its ack file's new name and the offsets re-queued, so a
     // later `queue salvage --from` of the same file does not send them twice.
     let mut aside_acks: Vec<(u32, String, Vec<u32>)> = Vec::new();
-    let mut per_route: Vec<Vec<Entry>> = vec![Vec::new(); routes];
+    // Per route, one exactly sized chunk of index entries per segment (joined at the end).
+    let mut per_route: Vec<Vec<Vec<Entry>>> = vec![Vec::new(); routes];
     let mut unknown: Vec<(DeadReason, Vec<u8>)> = Vec::new();
 
     for &id in &listing.events {
@@ -273,6 +274,10 @@ pub(super) fn open(
             ack_bytes: ack_buf.len() as u64,
         };
         let mut unknown_offsets = Vec::new();
+        // The segment's events first, then one exactly sized chunk per route: the index of a
+        // large backlog is start-up's biggest allocation (32 bytes per event), and growing
+        // one vector would leave freed copies of it behind.
+        let mut found: Vec<(RouteId, Entry)> = Vec::with_capacity(scan.live.len());
         for &(off, len) in &scan.live {
             let Some((payload, _)) = format::frame_at(&buf, off as usize) else {
                 continue;
@@ -285,19 +290,38 @@ pub(super) fn open(
                 Some(route) if route < routes => {
                     meta.live += 1;
                     meta.live_bytes += u64::from(len);
-                    per_route[route].push(Entry {
-                        seq: e.seq,
-                        received_ms: e.received_ms,
-                        seg: id,
-                        off,
-                        len,
-                        route: u16::try_from(route).unwrap_or(u16::MAX),
-                    });
+                    found.push((
+                        route,
+                        Entry {
+                            seq: e.seq,
+                            received_ms: e.received_ms,
+                            seg: id,
+                            off,
+                            len,
+                            route: u16::try_from(route).unwrap_or(u16::MAX),
+                        },
+                    ));
                 }
                 _ => {
                     unknown.push((DeadReason::UnknownTag, payload.to_vec()));
                     unknown_offsets.push(off);
                 }
+            }
+        }
+        let mut per_route_count = vec![0usize; routes];
+        for &(route, _) in &found {
+            per_route_count[route] += 1;
+        }
+        let mut chunks: Vec<Vec<Entry>> = per_route_count
+            .into_iter()
+            .map(Vec::with_capacity)
+            .collect();
+        for (route, entry) in found {
+            chunks[route].push(entry);
+        }
+        for (route, chunk) in chunks.into_iter().enumerate() {
+            if !chunk.is_empty() {
+                per_route[route].push(chunk);
             }
         }
         index.segs.insert(id, meta);
@@ -308,9 +332,14 @@ pub(super) fn open(
     }
 
     // Oldest first per route; a compaction interrupted by a crash can leave an event in two
-    // segments: keep one (the later copy).
-    for (route, mut entries) in per_route.into_iter().enumerate() {
-        entries.sort_by_key(|e| e.seq);
+    // segments: keep one (the later copy, from the higher segment id). An unstable sort on
+    // (seq, segment) needs no scratch memory and is deterministic.
+    for (route, chunks) in per_route.into_iter().enumerate() {
+        let mut entries = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        for chunk in chunks {
+            entries.extend_from_slice(&chunk);
+        }
+        entries.sort_unstable_by_key(|e| (e.seq, e.seg));
         let before = entries.len();
         entries.dedup_by(|later, earlier| {
             if later.seq == earlier.seq {
@@ -328,11 +357,18 @@ pub(super) fn open(
             );
         }
         let now = Instant::now();
-        for e in entries {
-            index.routes[route].pending.push_back(e);
-            index.routes[route].pending_bytes += e.bytes();
-            index.routes[route].since.get_or_insert(now);
-            index.pending_bytes += e.bytes();
+        let bytes: u64 = entries.iter().map(Entry::bytes).sum();
+        let r = &mut index.routes[route];
+        if !entries.is_empty() {
+            r.since.get_or_insert(now);
+        }
+        r.pending_bytes += bytes;
+        index.pending_bytes += bytes;
+        // Vec → VecDeque reuses the allocation (no copy of the index).
+        if r.pending.is_empty() {
+            r.pending = VecDeque::from(entries);
+        } else {
+            r.pending.extend(entries);
         }
     }
     // Counts per segment after dedup.
