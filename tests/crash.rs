@@ -64,6 +64,16 @@ async fn received_ids(mock: &MockServer) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill_9() {
+    kill_9_loses_nothing(0).await;
+}
+
+// The interval mode answers once the write reached the OS: a process crash loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_kill_9_in_interval_mode() {
+    kill_9_loses_nothing(100).await;
+}
+
+async fn kill_9_loses_nothing(sync_interval_ms: u64) {
     let dir = tempfile::tempdir().expect("dir");
     // Pinterest is down: every attempt gets a 503.
     let down = MockServer::start().await;
@@ -73,7 +83,9 @@ async fn acknowledged_events_survive_kill_9() {
         )
         .mount(&down)
         .await;
-    let gateway = BinaryServer::start(&config(&down.uri(), dir.path(), 50));
+    let mut cfg = config(&down.uri(), dir.path(), 50);
+    cfg["queue"]["sync_interval_ms"] = json!(sync_interval_ms);
+    let gateway = BinaryServer::start(&cfg);
     let acked = post_concurrently(&gateway.url("/data"), "k", 40, 25).await;
     assert_eq!(acked.len(), 1000, "all requests acknowledged");
     let mut gateway = gateway;

@@ -490,12 +490,23 @@ async fn clients_that_vanish_strand_nothing() {
 // and delivery resume without a restart and every acknowledged event is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_then_heals() {
+    full_disk_refuses_then_heals(0).await;
+}
+
+// The same in the interval durability mode (answered after the write, synced every N ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_then_heals_in_interval_mode() {
+    full_disk_refuses_then_heals(50).await;
+}
+
+async fn full_disk_refuses_then_heals(sync_interval_ms: u64) {
     use tagbridge::queue::storage::{Faults, FaultyStorage, FileStorage};
     let dir = tempfile::tempdir().expect("dir");
     let script = Script::new(vec![Step::Status(503, json!({"message": "down"}))]);
     let mock = mock_with(&script).await;
     let mut cfg = config(&mock.uri(), dir.path());
     cfg.queue.min_free_bytes = 64 << 20;
+    cfg.queue.sync_interval_ms = sync_interval_ms;
     let faults = Faults::new();
     let storage = FaultyStorage::new(
         std::sync::Arc::new(FileStorage::new(dir.path()).expect("storage")),
