@@ -364,12 +364,9 @@ pub(super) fn open(
         }
         r.pending_bytes += bytes;
         index.pending_bytes += bytes;
-        // Vec → VecDeque reuses the allocation (no copy of the index).
-        if r.pending.is_empty() {
-            r.pending = VecDeque::from(entries);
-        } else {
-            r.pending.extend(entries);
-        }
+        // The index is new (each route appears once here); Vec → VecDeque reuses the
+        // allocation, so the index is not copied again.
+        r.pending = VecDeque::from(entries);
     }
     // Counts per segment after dedup.
     for seg in index.segs.values_mut() {
