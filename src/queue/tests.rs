@@ -595,28 +595,34 @@ fn a_second_gateway_cannot_open_the_same_queue() {
     assert_eq!(stats_at(dir.path()).expect("stats").depth, 0);
 }
 
+/// Events "1" and "2" of route 0, both dead-lettered (`refused`); the queue still open.
+fn two_dead_letters(dir: &std::path::Path) -> Queue {
+    let (q, _) = open_dir(dir, opts());
+    append(&q, "a", &["1", "2"]);
+    let e = q.lease(0, 2, u64::MAX);
+    let payloads: Vec<_> = q.read(&e).into_iter().map(|r| r.expect("read")).collect();
+    let letter = DeadLetter {
+        reason: DeadReason::Refused,
+        status: Some(401),
+        message: "bad token".into(),
+    };
+    q.settle(
+        0,
+        &[],
+        &[
+            (e[0], letter.clone(), Some(payloads[0].payload())),
+            (e[1], letter, Some(payloads[1].payload())),
+        ],
+    )
+    .expect("settle");
+    q
+}
+
 #[test]
 fn replay_dead_requeues_dead_letters() {
     let dir = tempfile::tempdir().expect("dir");
     {
-        let (q, _) = open_dir(dir.path(), opts());
-        append(&q, "a", &["1", "2"]);
-        let e = q.lease(0, 2, u64::MAX);
-        let payloads: Vec<_> = q.read(&e).into_iter().map(|r| r.expect("read")).collect();
-        let letter = DeadLetter {
-            reason: DeadReason::Refused,
-            status: Some(401),
-            message: "bad token".into(),
-        };
-        q.settle(
-            0,
-            &[],
-            &[
-                (e[0], letter.clone(), Some(payloads[0].payload())),
-                (e[1], letter, Some(payloads[1].payload())),
-            ],
-        )
-        .expect("settle");
+        let q = two_dead_letters(dir.path());
         assert_eq!(
             replay_dead(dir.path())
                 .err()
@@ -635,27 +641,7 @@ fn replay_dead_requeues_dead_letters() {
 #[test]
 fn replay_dead_keeps_a_file_it_cannot_replay_whole() {
     let dir = tempfile::tempdir().expect("dir");
-    {
-        let (q, _) = open_dir(dir.path(), opts());
-        append(&q, "a", &["1", "2"]);
-        let e = q.lease(0, 2, u64::MAX);
-        let payloads: Vec<_> = q.read(&e).into_iter().map(|r| r.expect("read")).collect();
-        let letter = DeadLetter {
-            reason: DeadReason::Refused,
-            status: Some(400),
-            message: "bad".into(),
-        };
-        q.settle(
-            0,
-            &[],
-            &[
-                (e[0], letter.clone(), Some(payloads[0].payload())),
-                (e[1], letter, Some(payloads[1].payload())),
-            ],
-        )
-        .expect("settle");
-        q.close();
-    }
+    two_dead_letters(dir.path()).close();
     let dead: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")
         .filter_map(|e| e.ok().map(|e| e.path()))
