@@ -82,11 +82,10 @@ async fn access(
         // Trade the token in the URL for a cookie, and drop it from the address bar: back to
         // the path asked for (always under /debug: this layer guards only those routes).
         let path = request.uri().path();
-        let back = if path.starts_with("/debug") && !path.starts_with("//") {
-            HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/debug"))
-        } else {
-            HeaderValue::from_static("/debug")
-        };
+        let back = HeaderValue::from_str(path)
+            .ok()
+            .filter(|_| path.starts_with("/debug"))
+            .unwrap_or(HeaderValue::from_static("/debug"));
         let cookie =
             format!("{COOKIE}={token}; Path=/debug; HttpOnly; SameSite=Strict; Max-Age=43200");
         let mut response = StatusCode::SEE_OTHER.into_response();
