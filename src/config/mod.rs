@@ -702,4 +702,4 @@ mod cidr_list {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,19 +2,26 @@ use super::*;
 
 use serde_json::{json, Value};
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
 
-fn load(yaml: &str) -> Result<(Config, LoadReport), ConfigError> {
+pub(crate) fn load(yaml: &str) -> Result<(Config, LoadReport), ConfigError> {
     Config::from_yaml(yaml, "test.yaml", &[])
 }
 
+pub(crate) fn load_env(
+    yaml: &str,
+    pairs: &[(&str, &str)],
+) -> Result<(Config, LoadReport), ConfigError> {
+    Config::from_yaml(yaml, "test.yaml", &env(pairs))
+}
+
 /// The error text of a config that must not load.
-fn error(yaml: &str) -> String {
+pub(crate) fn error(yaml: &str) -> String {
     match load(yaml) {
         Ok((config, _)) => panic!("expected an error, loaded:\n{config}"),
         Err(e) => e.to_string(),
@@ -22,11 +29,11 @@ fn error(yaml: &str) -> String {
 }
 
 /// What `tagbridge check` prints, parsed back.
-fn printed(config: &Config) -> Value {
+pub(crate) fn printed(config: &Config) -> Value {
     serde_json::from_str(&format!("{config}")).expect("Display prints JSON")
 }
 
-fn default_tree() -> Value {
+pub(crate) fn default_tree() -> Value {
     json!({
         "server": {
             "listen": "0.0.0.0:8080",

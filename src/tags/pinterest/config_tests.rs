@@ -1,11 +1,13 @@
 //! Loading tags from the config file: the shipped file, defaults, environment overrides
 //! and validation of the Pinterest tag's settings (the config module's own rules are tested
 //! in `config/tests.rs`).
-#![allow(dead_code)]
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use crate::config::{Config, ConfigError, LoadReport, LogFormat};
+use crate::config::{
+    tests::{default_tree, error, load, load_env, printed},
+    Config, LogFormat,
+};
 
 use serde_json::{json, Value};
 
@@ -20,29 +22,6 @@ const TAG: &str = "tags:
     advertiser_id: \"549755885175\"
 ";
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn load(yaml: &str) -> Result<(Config, LoadReport), ConfigError> {
-    Config::from_yaml(yaml, "test.yaml", &[])
-}
-
-fn load_env(yaml: &str, pairs: &[(&str, &str)]) -> Result<(Config, LoadReport), ConfigError> {
-    Config::from_yaml(yaml, "test.yaml", &env(pairs))
-}
-
-/// The error text of a config that must not load.
-fn error(yaml: &str) -> String {
-    match load(yaml) {
-        Ok((config, _)) => panic!("expected an error, loaded:\n{config}"),
-        Err(e) => e.to_string(),
-    }
-}
-
 /// A config with one tag carrying `extra` (lines indented by 4 spaces).
 fn with_tag(extra: &str) -> String {
     format!("{TAG}{extra}")
@@ -52,48 +31,6 @@ fn pinterest(config: &Config, i: usize) -> &crate::tags::pinterest::PinterestSet
     match &config.tags[i] {
         crate::tags::TagConfig::Pinterest(s) => s,
     }
-}
-
-/// What `tagbridge check` prints, parsed back.
-fn printed(config: &Config) -> Value {
-    serde_json::from_str(&format!("{config}")).expect("Display prints JSON")
-}
-
-fn default_tree() -> Value {
-    json!({
-        "server": {
-            "listen": "0.0.0.0:8080",
-            "max_body_bytes": 65536,
-            "request_timeout_ms": 5000,
-            "allowed_origins": [],
-            "trusted_proxies": [],
-            "client_ip_header": null,
-            "paths": {"gtag": "/g/collect", "mp": "/mp/collect", "data": "/data"},
-            "ingest_key": "",
-            "admin_listen": "127.0.0.1:9090",
-            "max_connections": 10000,
-            "rate_limit": null
-        },
-        "privacy": {"redact_query_params": ["email", "e-mail", "mail", "phone", "tel", "mobile"]},
-        "queue": {
-            "path": "./data/queue",
-            "max_bytes": 1_073_741_824_u64,
-            "dead_letter_max_bytes": 268_435_456_u64,
-            "min_free_bytes": 67_108_864_u64,
-            "sync_interval_ms": 0
-        },
-        "dispatch": {
-            "batch_max_events": 1000,
-            "batch_max_wait_ms": 1000,
-            "concurrency": 4,
-            "timeout_ms": 10000,
-            "drain_s": 20,
-            "retry": {"initial_ms": 500, "max_ms": 60000, "give_up_after_s": 86400}
-        },
-        "debug": {"enabled": false, "token": "", "max_requests": 200},
-        "logging": {"format": "json", "level": "info"},
-        "tags": []
-    })
 }
 
 fn default_tag_tree() -> Value {
