@@ -299,6 +299,10 @@ fn match_quality(ring: &Ring, tags: &[(String, &'static [&'static str])]) -> Vec
 }
 
 impl DeliveryObserver for Recorder {
+    fn wants_responses(&self) -> bool {
+        self.enabled
+    }
+
     fn observe(&self, seqs: &[u64], event: DeliveryEvent<'_>) {
         if !self.enabled {
             return;

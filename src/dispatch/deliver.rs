@@ -73,6 +73,7 @@ async fn attempt(ctx: &Context, batch: Batch) -> Outcome {
     }
     let bodies: Vec<&[u8]> = events.iter().map(|l| l.event.view().body).collect();
     let request = batch.dest.encode(&bodies);
+    drop(bodies);
     log_requests(ctx, &batch, &events);
     batch.limiter.until_ready().await;
     let seqs: Vec<u64> = events.iter().map(|l| l.entry.seq).collect();
@@ -88,7 +89,7 @@ async fn attempt(ctx: &Context, batch: Batch) -> Outcome {
     metrics::histogram!("tagbridge_batch_size_events", "destination" => kind)
         .record(events.len() as f64);
     let started = std::time::Instant::now();
-    let answer = send(ctx, &request).await;
+    let answer = send(ctx, request).await;
     metrics::histogram!("tagbridge_destination_request_seconds", "destination" => kind)
         .record(started.elapsed().as_secs_f64());
     let (status, verdict, headers, body) = match answer {
@@ -175,11 +176,9 @@ type Sent = (u16, Option<Duration>, Value, Vec<u8>);
 
 /// One HTTP attempt. Errors are the transport failure's kind (never its text: it could carry
 /// the URL).
-async fn send(
-    ctx: &Context,
-    request: &crate::destination::OutboundRequest,
-) -> Result<Sent, String> {
-    let mut builder = ctx.client.post(&request.url).body(request.body.clone());
+async fn send(ctx: &Context, request: crate::destination::OutboundRequest) -> Result<Sent, String> {
+    // The body moves into the request: a batch of up to 4 MiB is not copied.
+    let mut builder = ctx.client.post(&request.url).body(request.body);
     for (name, value) in &request.headers {
         builder = builder.header(*name, value);
     }
@@ -240,6 +239,9 @@ fn report_responses(
     body: &[u8],
 ) {
     let logged = events.iter().any(|l| l.event.view().log);
+    if !logged && !ctx.observer.wants_responses() {
+        return;
+    }
     let parsed: Option<Value> = (!body.is_empty()).then(|| {
         serde_json::from_slice(body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
