@@ -86,9 +86,15 @@ pub enum QueueAction {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    main_with(|| {})
+}
+
+/// Entry point of the binary; `on_queue_open` runs once `serve` has opened (recovered) the
+/// queue, before it serves requests.
+pub fn main_with(on_queue_open: fn()) -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config),
+        Command::Serve => serve(&cli.config, on_queue_open),
         Command::Check => check(&cli.config),
         Command::Map { event, tag } => map(&cli.config, &event, tag.as_deref()),
         Command::Healthcheck { url } => healthcheck(&url),
@@ -215,7 +221,7 @@ fn report_warnings(report: &LoadReport, log: impl Fn(&str)) {
     }
 }
 
-fn serve(path: &Path) -> ExitCode {
+fn serve(path: &Path, on_queue_open: fn()) -> ExitCode {
     let (config, report) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -255,6 +261,7 @@ fn serve(path: &Path) -> ExitCode {
             // Shutdown always ends: whatever the state (a signal or a component that failed
             // for good), the process exits shortly after the drain deadline.
             on_shutdown: Some(Box::new(move || watchdog(drain_s))),
+            on_queue_open: Some(Box::new(on_queue_open)),
             ..Services::default()
         };
         match crate::server::run(config, listeners, signalled, services).await {

@@ -6,17 +6,35 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    // Freed memory goes back to the OS at once instead of after mimalloc's default delay
-    // (10 ms, ×10 for arenas). Start-up on a large backlog frees its read buffers and index
+    // Start-up: freed memory goes back to the OS at once instead of after mimalloc's delay
+    // (10 ms, ×10 for arenas). Recovering a large backlog frees its read buffers and index
     // chunks faster than that delay, and the peak RSS counted them all (300,000 queued
-    // events: ~68 MiB with the delay, ~41 MiB without; no measurable throughput cost).
-    // SAFETY: sets one process-wide allocator option (a plain integer store inside mimalloc)
-    // before any thread is spawned; `mi_option_purge_delay` is option 15 of the bundled
-    // mimalloc's `mi_option_t` (mimalloc.h), which the sys crate does not name.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    // events: ~68 MiB with the delay, ~41 MiB without).
+    // SAFETY: reads one allocator option (see `set_purge_delay`).
+    let serving = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+    SERVING_PURGE_DELAY.store(serving, std::sync::atomic::Ordering::Relaxed);
+    set_purge_delay(0);
+    // Serving: the default delay again. Delivery reads and frees multi-MiB buffers every
+    // batch; returning them at once made every batch fault its pages back in (~6 % of
+    // throughput on the gtag benchmark).
+    tagbridge::cli::main_with(|| {
+        set_purge_delay(SERVING_PURGE_DELAY.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
+/// Sets mimalloc's purge delay, unless `MIMALLOC_PURGE_DELAY` says otherwise.
+fn set_purge_delay(ms: i64) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
     }
-    tagbridge::cli::main()
+    // SAFETY: sets one process-wide allocator option (an atomic integer store inside
+    // mimalloc, which reads its options on use); `mi_option_purge_delay` is option 15 of
+    // the bundled mimalloc's `mi_option_t` (mimalloc.h), which the sys crate does not name.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms as std::ffi::c_long);
+    }
 }
 
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// mimalloc's `purge_delay` as it was before start-up changed it (its default, 10 ms).
+static SERVING_PURGE_DELAY: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(10);

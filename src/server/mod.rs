@@ -73,6 +73,9 @@ pub struct Services {
     /// Called once when the shutdown starts (a signal or a fatal component): the binary
     /// arms its exit watchdog here.
     pub on_shutdown: Option<Box<dyn FnOnce() + Send>>,
+    /// Called once the queue is open (its recovery done), before requests are served: the
+    /// binary turns its allocator from start-up settings to serving settings here.
+    pub on_queue_open: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Default for Services {
@@ -82,6 +85,7 @@ impl Default for Services {
             storage: None,
             extra_tags: Vec::new(),
             on_shutdown: None,
+            on_queue_open: None,
         }
     }
 }
@@ -178,6 +182,9 @@ pub async fn run(
         .map(|s| (s.tag.name().to_owned(), s.route))
         .collect();
     let queue = open_queue(&config, services.storage, tag_routes, routes.len()).await?;
+    if let Some(hook) = services.on_queue_open.take() {
+        hook();
+    }
     let health = Arc::new(Health::default());
     let recorder = Recorder::new(&config.debug);
     recorder.set_tags(
