@@ -180,15 +180,34 @@ pub(super) fn append(shared: &Shared, batch: AppendBatch) -> Result<Commit, Queu
         });
     }
     let (reply, rx) = oneshot::channel();
-    {
-        let (inbox, cv) = &shared.inbox;
-        lock(inbox).items.push(Pending {
-            buf: batch.buf,
-            records: batch.records,
-            reply,
-        });
-        cv.notify_one();
+    let (inbox, cv) = &shared.inbox;
+    lock(inbox).items.push(Pending {
+        buf: batch.buf,
+        records: batch.records,
+        reply,
+    });
+    // Interval mode answers after the write, which costs a few microseconds: when nobody
+    // holds the log (the writer thread syncing, or another request writing), this request
+    // writes the waiting group itself instead of waking the writer thread and waiting for
+    // it. Commit mode leaves the write and its `fdatasync` to the writer thread: a sync
+    // must not block a runtime worker.
+    if shared.opts.sync_interval.is_some() && !shared.closed.load(Ordering::Acquire) {
+        if let Ok(mut log) = shared.log.try_lock() {
+            let items = std::mem::take(&mut lock(inbox).items);
+            if !items.is_empty() {
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    commit_group(shared, &mut log, items);
+                }));
+                if done.is_err() {
+                    metrics::counter!("tagbridge_task_restarts_total", "task" => "queue_writer")
+                        .increment(1);
+                    tracing::error!("A queue write panicked; the requests of that group were answered with an error.");
+                }
+            }
+            return Ok(Commit::Syncing(rx));
+        }
     }
+    cv.notify_one();
     Ok(Commit::Syncing(rx))
 }
 
