@@ -249,47 +249,35 @@ fn first_values(input: &str) -> Vec<Param<'_>> {
 /// decodes them (the same rules as the `form_urlencoded` crate), borrowing every key and
 /// value that needs no decoding.
 fn pairs(input: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    let bytes = input.as_bytes();
-    let mut pos = 0;
+    let mut rest = input;
     std::iter::from_fn(move || loop {
-        if pos >= bytes.len() {
+        if rest.is_empty() {
             return None;
         }
-        // One pass over the pair: where `=` is, and whether either side needs decoding.
-        let start = pos;
-        let mut eq = None;
-        let (mut key_esc, mut value_esc) = (false, false);
-        while pos < bytes.len() {
-            match bytes[pos] {
-                b'&' => break,
-                b'=' if eq.is_none() => eq = Some(pos),
-                b'%' | b'+' => match eq {
-                    None => key_esc = true,
-                    Some(_) => value_esc = true,
-                },
-                _ => {}
-            }
-            pos += 1;
-        }
-        let end = pos;
-        pos += 1; // past `&`
-        if start == end {
+        // SIMD scans (memchr): where the pair ends, where `=` is, and whether either side
+        // needs decoding at all (most keys and values do not).
+        let end = memchr::memchr(b'&', rest.as_bytes()).unwrap_or(rest.len());
+        let pair = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
+        if pair.is_empty() {
             continue; // `&&`
         }
         // Splitting at ASCII `=`/`&` keeps char boundaries.
-        let (key, value) = match eq {
-            Some(e) => (&input[start..e], &input[e + 1..end]),
-            None => (&input[start..end], ""),
+        let (key, value) = match memchr::memchr(b'=', pair.as_bytes()) {
+            Some(e) => (&pair[..e], &pair[e + 1..]),
+            None => (pair, ""),
         };
-        let component = |s, esc| {
-            if esc {
-                decode_component(s)
-            } else {
-                Cow::Borrowed(s)
-            }
-        };
-        return Some((component(key, key_esc), component(value, value_esc)));
+        return Some((component(key), component(value)));
     })
+}
+
+/// A key or value of a pair: borrowed unless it has an escape (`%XX` or `+`).
+fn component(s: &str) -> Cow<'_, str> {
+    if memchr::memchr2(b'%', b'+', s.as_bytes()).is_some() {
+        decode_component(s)
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// `+` is a space; `%XX` is a byte; a bad escape is kept; invalid UTF-8 becomes U+FFFD.
