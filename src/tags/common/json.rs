@@ -69,43 +69,98 @@ pub fn is_empty_clean(v: &Val<'_>) -> bool {
     }
 }
 
-/// Writes `v` without its empty parts (the caller checked [`is_empty_clean`] for `v`).
+/// Writes `v` without its empty parts. A value that is empty after cleaning is written as
+/// it is (`null`, the blank text, `[]` or `{}`).
 pub fn write_clean(out: &mut Vec<u8>, v: &Val<'_>) {
+    if write_nonempty(out, v) {
+        return;
+    }
     match v {
-        Val::Null => out.extend_from_slice(b"null"),
-        Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Val::Num(n) => write_num(out, *n),
         Val::Str(s) => write_str(out, s),
-        Val::Arr(a) => {
-            out.push(b'[');
-            let mut first = true;
-            for item in a.iter().filter(|i| !is_empty_clean(i)) {
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                write_clean(out, item);
-            }
-            out.push(b']');
-        }
-        Val::Obj(o) => write_obj_clean(out, o),
+        Val::Arr(_) => out.extend_from_slice(b"[]"),
+        Val::Obj(_) => out.extend_from_slice(b"{}"),
+        _ => out.extend_from_slice(b"null"),
     }
 }
 
-/// Writes an object without its empty members.
+/// Writes `v` without its empty parts and returns true, or, when nothing is left after
+/// cleaning ([`is_empty_clean`]), writes nothing and returns false. One pass: a container
+/// is written tentatively and cut back when none of its members stayed.
+pub fn write_nonempty(out: &mut Vec<u8>, v: &Val<'_>) -> bool {
+    match v {
+        Val::Null => false,
+        Val::Bool(b) => {
+            out.extend_from_slice(if *b { b"true" } else { b"false" });
+            true
+        }
+        Val::Num(n) => {
+            write_num(out, *n);
+            true
+        }
+        Val::Str(s) => {
+            if s.trim().is_empty() {
+                return false;
+            }
+            write_str(out, s);
+            true
+        }
+        Val::Arr(a) => {
+            let start = out.len();
+            out.push(b'[');
+            let mut any = false;
+            for item in a {
+                let at = out.len();
+                if any {
+                    out.push(b',');
+                }
+                if write_nonempty(out, item) {
+                    any = true;
+                } else {
+                    out.truncate(at);
+                }
+            }
+            if !any {
+                out.truncate(start);
+                return false;
+            }
+            out.push(b']');
+            true
+        }
+        Val::Obj(o) => write_obj_nonempty(out, o),
+    }
+}
+
+/// Writes an object without its empty members (`{}` when none is left).
 pub fn write_obj_clean(out: &mut Vec<u8>, o: &Obj<'_>) {
+    if !write_obj_nonempty(out, o) {
+        out.extend_from_slice(b"{}");
+    }
+}
+
+/// [`write_nonempty`] for an object.
+pub fn write_obj_nonempty(out: &mut Vec<u8>, o: &Obj<'_>) -> bool {
+    let start = out.len();
     out.push(b'{');
-    let mut first = true;
-    for (k, v) in o.iter().filter(|(_, v)| !is_empty_clean(v)) {
-        if !first {
+    let mut any = false;
+    for (k, v) in o.iter() {
+        let at = out.len();
+        if any {
             out.push(b',');
         }
-        first = false;
         write_str(out, k);
         out.push(b':');
-        write_clean(out, v);
+        if write_nonempty(out, v) {
+            any = true;
+        } else {
+            out.truncate(at);
+        }
+    }
+    if !any {
+        out.truncate(start);
+        return false;
     }
     out.push(b'}');
+    true
 }
 
 #[cfg(test)]
@@ -152,6 +207,63 @@ mod tests {
             let mut out = Vec::new();
             write_clean(&mut out, &Val::from_json(&v));
             assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+    }
+
+    /// The two-pass definition the one-pass writer must match: drop what
+    /// [`is_empty_clean`] calls empty, recursively.
+    fn reference(v: &Val<'_>) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        if is_empty_clean(v) {
+            return None;
+        }
+        Some(match v {
+            Val::Arr(a) => Value::Array(a.iter().filter_map(reference).collect()),
+            Val::Obj(o) => Value::Object(
+                o.iter()
+                    .filter_map(|(k, v)| reference(v).map(|r| (k.to_owned(), r)))
+                    .collect(),
+            ),
+            other => other.to_json(),
+        })
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(json!(null)),
+            Just(json!("")),
+            Just(json!("  ")),
+            "[a-z\\\" ]{0,4}".prop_map(serde_json::Value::from),
+            any::<i32>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-c]", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_cleaning_matches_the_definition(v in json_value()) {
+            let val = Val::from_json(&v);
+            let mut out = b"x".to_vec();
+            let written = write_nonempty(&mut out, &val);
+            match reference(&val) {
+                None => {
+                    proptest::prop_assert!(!written);
+                    proptest::prop_assert_eq!(&out, b"x");
+                }
+                Some(r) => {
+                    proptest::prop_assert!(written);
+                    let parsed: serde_json::Value = serde_json::from_slice(&out[1..]).unwrap();
+                    proptest::prop_assert_eq!(parsed, r);
+                }
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use crate::{
         common::{
             commerce::{integer, items_total, money, total_quantity},
             hashing::{hash_value, Dropped},
-            json::{is_empty_clean, write_clean, write_str},
+            json::{is_empty_clean, write_nonempty, write_str},
             limits::{clip_cow, MAX_ITEMS, MAX_TEXT, MAX_URL, MAX_USER_AGENT},
             sources::{apply_overrides, click_id, first_source},
         },
@@ -89,21 +89,19 @@ fn write_event(out: &mut Vec<u8>, ev: &Obj<'_>) {
     out.push(b'{');
     let mut first = true;
     for (k, v) in ev.iter() {
-        let keep = !is_empty_clean(v);
-        let empty_user_data = !keep && k == "user_data";
-        if !keep && !empty_user_data {
-            continue;
-        }
+        let at = out.len();
         if !first {
             out.push(b',');
         }
-        first = false;
         write_str(out, k);
         out.push(b':');
-        if empty_user_data {
+        if write_nonempty(out, v) {
+            first = false;
+        } else if k == "user_data" {
             out.extend_from_slice(b"{}");
+            first = false;
         } else {
-            write_clean(out, v);
+            out.truncate(at);
         }
     }
     out.push(b'}');
