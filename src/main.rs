@@ -10,16 +10,12 @@ fn main() -> std::process::ExitCode {
     // (10 ms, ×10 for arenas). Recovering a large backlog frees its read buffers and index
     // chunks faster than that delay, and the peak RSS counted them all (300,000 queued
     // events: ~68 MiB with the delay, ~41 MiB without).
-    // SAFETY: reads one allocator option (see `set_purge_delay`).
-    let serving = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-    SERVING_PURGE_DELAY.store(serving, std::sync::atomic::Ordering::Relaxed);
     set_purge_delay(0);
-    // Serving: the default delay again. Delivery reads and frees multi-MiB buffers every
-    // batch; returning them at once made every batch fault its pages back in (~6 % of
-    // throughput on the gtag benchmark).
-    tagbridge::cli::main_with(|| {
-        set_purge_delay(SERVING_PURGE_DELAY.load(std::sync::atomic::Ordering::Relaxed))
-    })
+    // Serving: 1 ms. Returning every freed page at once cost ~6 % of throughput on the gtag
+    // benchmark (the allocator gave pages back and faulted them in again all the time);
+    // mimalloc's default 10 ms raised the peak RSS under that load from ~43 to ~72 MiB;
+    // 1 ms kept both (`scripts/bench-ingest.sh`, README "Benchmarks").
+    tagbridge::cli::main_with(|| set_purge_delay(SERVING_PURGE_DELAY_MS))
 }
 
 /// Sets mimalloc's purge delay, unless `MIMALLOC_PURGE_DELAY` says otherwise.
@@ -36,5 +32,5 @@ fn set_purge_delay(ms: i64) {
 }
 
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// mimalloc's `purge_delay` as it was before start-up changed it (its default, 10 ms).
-static SERVING_PURGE_DELAY: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(10);
+/// mimalloc's `purge_delay` once the gateway serves (milliseconds; mimalloc's default: 10).
+const SERVING_PURGE_DELAY_MS: i64 = 1;
