@@ -351,7 +351,7 @@ pub(crate) fn with_cookies(
 /// The ingest routes: the rate limit first, then CORS, then the handlers.
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let paths = state.config.server.paths.clone();
-    Router::new()
+    let router = Router::new()
         // HEAD (a link checker, a monitor) answers like GET but ingests nothing.
         .route(
             &paths.data,
@@ -369,8 +369,14 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::layer,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(state, rate_limit))
+        ));
+    // Without `server.rate_limit` the layer is not there at all (a middleware layer costs
+    // a boxed future and a service clone per request).
+    if state.rate_limit.is_some() {
+        router.route_layer(axum::middleware::from_fn_with_state(state, rate_limit))
+    } else {
+        router
+    }
 }
 
 /// `server.rate_limit`: 429 with `Retry-After` past a client's budget (cheaply, before
