@@ -449,8 +449,21 @@ pub(super) fn spawn_writer(shared: &Arc<Shared>) -> std::io::Result<std::thread:
         .spawn(move || writer_loop(&weak))
 }
 
+/// Commit mode, under load (the previous group was committed less than [`BUSY`] ago): a
+/// small group waits up to [`COMMIT_DELAY`] for more requests to join it, up to
+/// [`GROUP_TARGET`] — PostgreSQL's `commit_delay`. Fewer, larger group commits cost less
+/// CPU (each `fdatasync` and each round of wake-ups is shared by more requests): ~7–9 % more
+/// requests/s on the gtag benchmark at `sync_interval_ms: 0`, p99 unchanged. An idle gateway
+/// never waits.
+const COMMIT_DELAY: Duration = Duration::from_micros(200);
+const BUSY: Duration = Duration::from_millis(2);
+const GROUP_TARGET: usize = 16;
+
 fn writer_loop(weak: &Weak<Shared>) {
     let mut last_maintenance = Instant::now();
+    let mut last_commit = Instant::now()
+        .checked_sub(BUSY)
+        .unwrap_or_else(Instant::now);
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -469,8 +482,25 @@ fn writer_loop(weak: &Weak<Shared>) {
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
+            if shared.opts.sync_interval.is_none()
+                && !guard.items.is_empty()
+                && last_commit.elapsed() < BUSY
+            {
+                let deadline = Instant::now() + COMMIT_DELAY;
+                while guard.items.len() < GROUP_TARGET {
+                    let now = Instant::now();
+                    if now >= deadline || shared.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    guard = cv
+                        .wait_timeout(guard, deadline - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+            }
             std::mem::take(&mut guard.items)
         };
+        let had_items = !items.is_empty();
         let closing = shared.closed.load(Ordering::Acquire);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut log = lock(&shared.log);
@@ -485,6 +515,9 @@ fn writer_loop(weak: &Weak<Shared>) {
                 maintain(&shared);
             }
         }));
+        if had_items {
+            last_commit = Instant::now();
+        }
         if result.is_err() {
             metrics::counter!("tagbridge_task_restarts_total", "task" => "queue_writer")
                 .increment(1);
