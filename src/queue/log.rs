@@ -192,7 +192,15 @@ pub(super) fn append(shared: &Shared, batch: AppendBatch) -> Result<Commit, Queu
     // it. Commit mode leaves the write and its `fdatasync` to the writer thread: a sync
     // must not block a runtime worker.
     if shared.opts.sync_interval.is_some() && !shared.closed.load(Ordering::Acquire) {
-        if let Ok(mut log) = shared.log.try_lock() {
+        // A roll (it syncs the sealed segment) and a failed queue stay with the writer.
+        let log = shared.log.try_lock().ok().filter(|log| {
+            log.failure.is_none()
+                && log
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| a.len < shared.opts.segment_bytes)
+        });
+        if let Some(mut log) = log {
             let items = std::mem::take(&mut lock(inbox).items);
             if !items.is_empty() {
                 let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
