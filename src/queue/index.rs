@@ -243,6 +243,7 @@ pub(super) fn read(shared: &Shared, entries: &[Entry]) -> Vec<Option<StoredEvent
     const GAP: u64 = 64 << 10;
     const SPAN: u64 = 4 << 20;
     let mut i = 0;
+    let mut buf = Vec::new();
     while i < order.len() {
         let first = entries[order[i]];
         let start = u64::from(first.off);
@@ -258,17 +259,14 @@ pub(super) fn read(shared: &Shared, entries: &[Entry]) -> Vec<Option<StoredEvent
             j += 1;
         }
         if let Some(file) = files.get(&first.seg) {
-            let mut buf = vec![0; (end - start) as usize];
+            buf.resize((end - start) as usize, 0);
             if file.read_at(start, &mut buf).is_ok() {
-                let buf = Arc::new(buf);
                 for &k in &order[i..j] {
                     let e = entries[k];
                     let rel = (u64::from(e.off) - start) as usize;
                     out[k] = format::frame_at(&buf, rel)
                         .filter(|(_, len)| *len == e.len as usize)
-                        .and_then(|(_, total)| {
-                            StoredEvent::new(buf.clone(), rel + format::FRAME_HEADER..rel + total)
-                        });
+                        .and_then(|(p, _)| StoredEvent::new(p.to_vec()));
                 }
             }
         }

@@ -235,30 +235,28 @@ impl QueueOptions {
     }
 }
 
-/// A pending event as a segment holds it: a range of a buffer read once for all the events
-/// of a batch that lie close together on disk (no copy per event).
+/// A pending event as a segment holds it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
-    buf: Arc<Vec<u8>>,
-    range: std::ops::Range<usize>,
-    /// Where the fields are in the payload (read once).
+    payload: Vec<u8>,
+    /// Where the fields are in `payload` (read once).
     fields: format::EventFields,
 }
 
 impl StoredEvent {
-    /// Checks and keeps the payload at `range` of `buf`.
-    pub(crate) fn new(buf: Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Option<Self> {
-        let fields = format::EventFields::of(buf.get(range.clone())?)?;
-        Some(Self { buf, range, fields })
+    /// Checks and keeps a payload.
+    pub(crate) fn new(payload: Vec<u8>) -> Option<Self> {
+        let fields = format::EventFields::of(&payload)?;
+        Some(Self { payload, fields })
     }
 
     /// The record's fields.
     pub fn view(&self) -> format::EventView<'_> {
-        self.fields.view(self.payload())
+        self.fields.view(&self.payload)
     }
     /// The stored payload (what a dead letter keeps).
     pub fn payload(&self) -> &[u8] {
-        &self.buf[self.range.clone()]
+        &self.payload
     }
 }
 
