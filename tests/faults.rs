@@ -302,14 +302,26 @@ async fn connection_refused_until_pinterest_comes_up() {
     })
     .await;
     assert!(!server_queue_empty(dir.path()), "events wait in the queue");
-    // Pinterest comes up on that address.
+    // Pinterest comes up on that address: a server that answers from its first connection
+    // (wiremock would answer 404, "no such ad account", between starting and mounting its
+    // mock, and a 404 rightly pauses the route).
     let script = Script::new(vec![Step::Ok]);
-    let listener = std::net::TcpListener::bind(addr).expect("rebind");
-    let mock = MockServer::builder().listener(listener).start().await;
-    Mock::given(matchers::method("POST"))
-        .respond_with(script.clone())
-        .mount(&mock)
-        .await;
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let seen = script.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let seen = seen.clone();
+        async move {
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let n = body["data"].as_array().map_or(0, Vec::len);
+            seen.seen.lock().expect("lock").push((Instant::now(), body));
+            let processed =
+                json!({"status": "processed", "error_message": "", "warning_message": ""});
+            axum::Json(json!({"num_events_received": n, "events": vec![processed; n]}))
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
     wait_until("delivery once up", Duration::from_secs(20), || async {
         seen_ids(&script) == acked
     })
