@@ -4,7 +4,7 @@
 //! [`write_clean`] drops empty values on the way (null, blank strings, empty arrays and
 //! objects, recursively), which is how every destination wants its payloads.
 
-use crate::event::{Num, Obj, Val};
+use crate::event::{Num, Val};
 
 /// Writes `s` as a JSON string (escaping as serde_json does).
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -104,51 +104,30 @@ pub fn write_nonempty(out: &mut Vec<u8>, v: &Val<'_>) -> bool {
             write_str(out, s);
             true
         }
-        Val::Arr(a) => {
-            let start = out.len();
-            out.push(b'[');
-            let mut any = false;
-            for item in a {
-                let at = out.len();
-                if any {
-                    out.push(b',');
-                }
-                if write_nonempty(out, item) {
-                    any = true;
-                } else {
-                    out.truncate(at);
-                }
-            }
-            if !any {
-                out.truncate(start);
-                return false;
-            }
-            out.push(b']');
-            true
-        }
-        Val::Obj(o) => write_obj_nonempty(out, o),
+        Val::Arr(a) => write_members(out, (b'[', b']'), a.iter().map(|v| (None, v))),
+        Val::Obj(o) => write_members(out, (b'{', b'}'), o.iter().map(|(k, v)| (Some(k), v))),
     }
 }
 
-/// Writes an object without its empty members (`{}` when none is left).
-pub fn write_obj_clean(out: &mut Vec<u8>, o: &Obj<'_>) {
-    if !write_obj_nonempty(out, o) {
-        out.extend_from_slice(b"{}");
-    }
-}
-
-/// [`write_nonempty`] for an object.
-pub fn write_obj_nonempty(out: &mut Vec<u8>, o: &Obj<'_>) -> bool {
+/// A container's non-empty members (`key` for an object's, none for an array's) between
+/// its brackets; nothing is written, and false returned, when none is left.
+fn write_members<'v, 'a: 'v>(
+    out: &mut Vec<u8>,
+    (open, close): (u8, u8),
+    members: impl Iterator<Item = (Option<&'v str>, &'v Val<'a>)>,
+) -> bool {
     let start = out.len();
-    out.push(b'{');
+    out.push(open);
     let mut any = false;
-    for (k, v) in o.iter() {
+    for (key, v) in members {
         let at = out.len();
         if any {
             out.push(b',');
         }
-        write_str(out, k);
-        out.push(b':');
+        if let Some(k) = key {
+            write_str(out, k);
+            out.push(b':');
+        }
         if write_nonempty(out, v) {
             any = true;
         } else {
@@ -159,7 +138,7 @@ pub fn write_obj_nonempty(out: &mut Vec<u8>, o: &Obj<'_>) -> bool {
         out.truncate(start);
         return false;
     }
-    out.push(b'}');
+    out.push(close);
     true
 }
 
