@@ -73,7 +73,6 @@ async fn attempt(ctx: &Context, batch: Batch) -> Outcome {
     }
     let bodies: Vec<&[u8]> = events.iter().map(|l| l.event.view().body).collect();
     let request = batch.dest.encode(&bodies);
-    drop(bodies);
     log_requests(ctx, &batch, &events);
     batch.limiter.until_ready().await;
     let seqs: Vec<u64> = events.iter().map(|l| l.entry.seq).collect();

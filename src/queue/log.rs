@@ -207,9 +207,7 @@ pub(super) fn append(shared: &Shared, batch: AppendBatch) -> Result<Commit, Queu
                     commit_group(shared, &mut log, items);
                 }));
                 if done.is_err() {
-                    metrics::counter!("tagbridge_task_restarts_total", "task" => "queue_writer")
-                        .increment(1);
-                    tracing::error!("A queue write panicked; the requests of that group were answered with an error.");
+                    writer_panicked();
                 }
             }
             return Ok(Commit::Syncing(rx));
@@ -467,11 +465,16 @@ const COMMIT_DELAY: Duration = Duration::from_micros(200);
 const BUSY: Duration = Duration::from_millis(2);
 const GROUP_TARGET: usize = 16;
 
+/// A group commit panicked (on the writer thread, or in a request in interval mode): the
+/// requests of that group were answered with an error; writing carries on.
+fn writer_panicked() {
+    metrics::counter!("tagbridge_task_restarts_total", "task" => "queue_writer").increment(1);
+    tracing::error!("The queue's writer panicked; the requests of that group were answered with an error; it carries on.");
+}
+
 fn writer_loop(weak: &Weak<Shared>) {
     let mut last_maintenance = Instant::now();
-    let mut last_commit = Instant::now()
-        .checked_sub(BUSY)
-        .unwrap_or_else(Instant::now);
+    let mut last_commit: Option<Instant> = None;
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -492,7 +495,7 @@ fn writer_loop(weak: &Weak<Shared>) {
             }
             if shared.opts.sync_interval.is_none()
                 && !guard.items.is_empty()
-                && last_commit.elapsed() < BUSY
+                && last_commit.is_some_and(|t| t.elapsed() < BUSY)
             {
                 let deadline = Instant::now() + COMMIT_DELAY;
                 while guard.items.len() < GROUP_TARGET {
@@ -524,12 +527,10 @@ fn writer_loop(weak: &Weak<Shared>) {
             }
         }));
         if had_items {
-            last_commit = Instant::now();
+            last_commit = Some(Instant::now());
         }
         if result.is_err() {
-            metrics::counter!("tagbridge_task_restarts_total", "task" => "queue_writer")
-                .increment(1);
-            tracing::error!("The queue's writer panicked; the requests of that group were answered with an error; it carries on.");
+            writer_panicked();
         }
         if closing && lock(&shared.inbox.0).items.is_empty() {
             return;

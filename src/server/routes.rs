@@ -55,28 +55,29 @@ async fn count_requests(
 thread_local! {
     /// Counter handles by route and status, per worker thread: registering a labelled
     /// counter is a registry lookup; a handle is an atomic add. Bounded: routes are the
-    /// configured paths and statuses are at most a few hundred codes.
+    /// configured paths (a short list) and statuses are at most a few hundred codes.
     static REQUEST_COUNTERS: std::cell::RefCell<
-        rustc_hash::FxHashMap<String, rustc_hash::FxHashMap<u16, metrics::Counter>>,
+        Vec<(String, rustc_hash::FxHashMap<u16, metrics::Counter>)>,
     > = Default::default();
 }
 
 fn request_counter(route: &str, status: StatusCode) -> metrics::Counter {
     REQUEST_COUNTERS.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if !cache.contains_key(route) {
-            cache.insert(route.to_owned(), Default::default());
-        }
-        let by_status = cache.get_mut(route);
-        match by_status {
-            Some(m) => m
-                .entry(status.as_u16())
-                .or_insert_with(|| {
-                    metrics::counter!("tagbridge_http_requests_total", "route" => route.to_owned(), "status" => status_label(status))
-                })
-                .clone(),
-            None => metrics::counter!("tagbridge_http_requests_total", "route" => route.to_owned(), "status" => status_label(status)),
-        }
+        let i = match cache.iter().position(|(r, _)| r == route) {
+            Some(i) => i,
+            None => {
+                cache.push((route.to_owned(), Default::default()));
+                cache.len() - 1
+            }
+        };
+        cache[i]
+            .1
+            .entry(status.as_u16())
+            .or_insert_with(|| {
+                metrics::counter!("tagbridge_http_requests_total", "route" => route.to_owned(), "status" => status_label(status))
+            })
+            .clone()
     })
 }
 
