@@ -71,7 +71,7 @@ async fn attempt(ctx: &Context, batch: Batch) -> Outcome {
     if events.is_empty() {
         return Outcome::Settled;
     }
-    let bodies: Vec<&[u8]> = events.iter().map(|l| l.event.view().body).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|l| l.event.body()).collect();
     let request = batch.dest.encode(&bodies);
     log_requests(ctx, &batch, &events);
     batch.limiter.until_ready().await;
@@ -164,7 +164,7 @@ async fn read(ctx: &Context, batch: &Batch) -> Result<Vec<Loaded>, Outcome> {
 }
 
 fn log_requests(ctx: &Context, batch: &Batch, events: &[Loaded]) {
-    for l in events.iter().filter(|l| l.event.view().log) {
+    for l in events.iter().filter(|l| l.event.logs()) {
         ctx.log
             .write(request_record(&*batch.dest, &l.event, events.len(), false));
     }
@@ -237,7 +237,7 @@ fn report_responses(
     verdict: &BatchVerdict,
     body: &[u8],
 ) {
-    let logged = events.iter().any(|l| l.event.view().log);
+    let logged = events.iter().any(|l| l.event.logs());
     if !logged && !ctx.observer.wants_responses() {
         return;
     }
@@ -268,7 +268,7 @@ fn report_responses(
                 message: message.as_deref(),
             },
         );
-        if logged && l.event.view().log {
+        if logged && l.event.logs() {
             if let Some(status) = status {
                 let shown = own.or_else(|| parsed.clone()).unwrap_or(Value::Null);
                 ctx.log.write(response_record(
@@ -304,12 +304,14 @@ fn apply(
         BatchVerdict::Delivered(outcomes) => {
             let mut delivered = Vec::new();
             let mut refused = Vec::new();
+            let mut sent = SentCount::default();
             for (l, outcome) in events.iter().zip(outcomes) {
                 match outcome {
                     EventOutcome::Accepted { warning } => {
                         if let Some(w) = warning {
                             tracing::info!(destination = kind, tag = %l.event.view().tag, event_id = %l.event.view().event_id, warning = %w, "Destination accepted the event with a warning.");
                         }
+                        sent.add(l.event.tag());
                         delivered.push(l.entry);
                     }
                     EventOutcome::Failed { error } => {
@@ -318,7 +320,7 @@ fn apply(
                     }
                 }
             }
-            count_sent(&events, &delivered);
+            sent.record();
             settle_or_retry(ctx, batch, &delivered, refused)
         }
         BatchVerdict::Retry { reason, after } => {
@@ -378,24 +380,22 @@ fn apply(
     }
 }
 
-fn count_sent(events: &[Loaded], delivered: &[Entry]) {
-    if delivered.is_empty() {
-        return;
-    }
-    // One increment per tag and batch, not per event.
-    let mut per_tag: Vec<(&str, u64)> = Vec::new();
-    for l in events
-        .iter()
-        .filter(|l| delivered.iter().any(|d| d.seq == l.entry.seq))
-    {
-        let tag = l.event.view().tag;
-        match per_tag.iter_mut().find(|(t, _)| *t == tag) {
+/// Events sent, counted per tag: one increment per tag and batch, not per event.
+#[derive(Default)]
+struct SentCount<'e>(Vec<(&'e str, u64)>);
+
+impl<'e> SentCount<'e> {
+    fn add(&mut self, tag: &'e str) {
+        match self.0.iter_mut().find(|(t, _)| *t == tag) {
             Some((_, n)) => *n += 1,
-            None => per_tag.push((tag, 1)),
+            None => self.0.push((tag, 1)),
         }
     }
-    for (tag, n) in per_tag {
-        metrics::counter!("tagbridge_events_sent_total", "tag" => tag.to_owned()).increment(n);
+
+    fn record(self) {
+        for (tag, n) in self.0 {
+            metrics::counter!("tagbridge_events_sent_total", "tag" => tag.to_owned()).increment(n);
+        }
     }
 }
 

@@ -94,7 +94,7 @@ impl KeyIndex {
 impl<'a> EventData<'a> {
     pub fn new(own: Obj<'a>) -> Self {
         let index = KeyIndex::build(&own);
-        let dotted_keys = own.iter().any(|(k, _)| k.contains('.'));
+        let dotted_keys = own.iter().any(|(k, _)| has_dot(k));
         Self {
             own,
             index,
@@ -107,7 +107,7 @@ impl<'a> EventData<'a> {
     /// [`Obj::sort_dedup`] first).
     pub fn with_shared(own: Obj<'a>, shared: &'a Obj<'a>) -> Self {
         let mut e = Self::new(own);
-        e.dotted_keys |= shared.iter().any(|(k, _)| k.contains('.'));
+        e.dotted_keys |= shared.iter().any(|(k, _)| has_dot(k));
         e.shared = Some(shared);
         e
     }
@@ -138,7 +138,7 @@ impl<'a> EventData<'a> {
             self.own.0[i].1 = value;
             return;
         }
-        self.dotted_keys |= key.contains('.');
+        self.dotted_keys |= has_dot(&key);
         let pos = self.own.len();
         self.own.0.push((key, value));
         if self.own.len() * 2 > self.index.slots.len() {
@@ -160,7 +160,7 @@ impl<'a> EventData<'a> {
     pub fn get_path(&self, path: &str) -> Option<&Val<'a>> {
         if !self.dotted_keys {
             // No key has a dot: the path's first segment is the key (the common case).
-            return match path.split_once('.') {
+            return match split_dot(path) {
                 None => self.get(path),
                 Some((head, tail)) => self.get(head).and_then(|v| descend(v, tail)),
             };
@@ -240,11 +240,24 @@ fn lookup_obj<'v, 'a>(map: &'v Obj<'a>, path: &str) -> Option<&'v Val<'a>> {
     None
 }
 
+/// Whether a key has a dot: a branch-free scan (keys are short; `str::contains` sets up
+/// a searcher per call, and this runs for every key of every event).
+fn has_dot(key: &str) -> bool {
+    key.bytes().fold(false, |found, b| found | (b == b'.'))
+}
+
+/// `path` split at its first dot.
+fn split_dot(path: &str) -> Option<(&str, &str)> {
+    let dot = memchr::memchr(b'.', path.as_bytes())?;
+    // A dot is ASCII: both sides are on char boundaries.
+    Some((&path[..dot], &path[dot + 1..]))
+}
+
 fn descend<'v, 'a>(value: &'v Val<'a>, path: &str) -> Option<&'v Val<'a>> {
     match value {
         Val::Obj(map) => lookup_obj(map, path),
         Val::Arr(items) => {
-            let (index, rest) = match path.split_once('.') {
+            let (index, rest) = match split_dot(path) {
                 Some((i, r)) => (i, Some(r)),
                 None => (path, None),
             };

@@ -602,7 +602,10 @@ fn percent_decode_lossy(text: &str) -> Cow<'_, str> {
         out.push(b);
         i += 1;
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// Item field of a two-letter item key.

@@ -223,14 +223,23 @@ impl EventFields {
         })
     }
 
+    /// The body within `payload` (the one these fields were found in).
+    pub fn body<'p>(&self, payload: &'p [u8]) -> &'p [u8] {
+        payload.get(self.body as usize..).unwrap_or(b"null")
+    }
+
+    pub fn logs(&self) -> bool {
+        self.log
+    }
+
+    /// The tag's name within `payload`.
+    pub fn tag<'p>(&self, payload: &'p [u8]) -> &'p str {
+        text_at(payload, self.tag)
+    }
+
     /// The view of `payload` (the one these fields were found in).
     pub fn view<'p>(&self, payload: &'p [u8]) -> EventView<'p> {
-        let text = |(a, b): (u32, u32)| {
-            payload
-                .get(a as usize..b as usize)
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .unwrap_or("")
-        };
+        let text = |range| text_at(payload, range);
         EventView {
             seq: self.seq,
             received_ms: self.received_ms,
@@ -239,9 +248,18 @@ impl EventFields {
             event_id: text(self.event_id),
             event_name: text(self.event_name),
             trace_id: text(self.trace_id),
-            body: payload.get(self.body as usize..).unwrap_or(b"null"),
+            body: self.body(payload),
         }
     }
+}
+
+/// The text at `range` of `payload` (checked when the payload was read; checked again:
+/// a range is only an offset).
+fn text_at(payload: &[u8], (a, b): (u32, u32)) -> &str {
+    payload
+        .get(a as usize..b as usize)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .unwrap_or("")
 }
 
 fn put_u8_str(out: &mut Vec<u8>, s: &str) {

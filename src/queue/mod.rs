@@ -254,6 +254,24 @@ impl StoredEvent {
     pub fn view(&self) -> format::EventView<'_> {
         self.fields.view(&self.payload)
     }
+    /// The event's body (the destination's JSON), without checking the texts [`view`]
+    /// reads.
+    ///
+    /// [`view`]: Self::view
+    pub fn body(&self) -> &[u8] {
+        self.fields.body(&self.payload)
+    }
+
+    /// Whether the event's tag logs its requests and responses.
+    pub fn logs(&self) -> bool {
+        self.fields.logs()
+    }
+
+    /// The tag that queued the event.
+    pub fn tag(&self) -> &str {
+        self.fields.tag(&self.payload)
+    }
+
     /// The stored payload (what a dead letter keeps).
     pub fn payload(&self) -> &[u8] {
         &self.payload

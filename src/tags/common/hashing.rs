@@ -72,12 +72,13 @@ impl Dropped {
 pub fn sha256_hex(input: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(input.as_bytes());
-    let mut out = String::with_capacity(64);
+    let mut hex = Vec::with_capacity(64);
     for b in digest {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
+        hex.push(HEX[usize::from(b >> 4)]);
+        hex.push(HEX[usize::from(b & 0x0f)]);
     }
-    out
+    // Hex digits are ASCII: this never fails.
+    String::from_utf8(hex).unwrap_or_default()
 }
 
 /// Normalizes one scalar text value for `key` (before hashing). Returns None when the value is
