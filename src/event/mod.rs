@@ -24,8 +24,39 @@ pub struct EventData<'a> {
     index: KeyIndex,
     /// Whether any top-level key contains a dot (only then can a dotted path be a key).
     dotted_keys: bool,
-    /// Keys shared by the request's events (sorted); an own key of the same name wins.
-    shared: Option<&'a Obj<'a>>,
+    /// Keys shared by the request's events; an own key of the same name wins.
+    shared: Option<&'a Shared<'a>>,
+}
+
+/// Keys a request's events share (a `/data` wrapper's, a gtag URL's): built and indexed
+/// once per request, read through by each event ([`EventData::with_shared`]), never
+/// copied into it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shared<'a> {
+    obj: Obj<'a>,
+    index: KeyIndex,
+    dotted_keys: bool,
+}
+
+impl<'a> Shared<'a> {
+    /// `obj`'s keys, a later duplicate winning (as in an event's own keys).
+    pub fn new(obj: Obj<'a>) -> Self {
+        let index = KeyIndex::build(&obj);
+        let dotted_keys = obj.iter().any(|(k, _)| has_dot(k));
+        Self {
+            obj,
+            index,
+            dotted_keys,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Val<'a>> {
+        self.index.find(&self.obj, key).map(|i| &self.obj.0[i].1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.obj.is_empty()
+    }
 }
 
 /// An open-addressing hash index over an object's keys (positions; the last duplicate
@@ -76,11 +107,16 @@ impl KeyIndex {
     }
 
     fn find(&self, obj: &Obj<'_>, key: &str) -> Option<usize> {
+        self.find_hashed(obj, key, key_hash(key))
+    }
+
+    /// [`Self::find`] with the key's [`key_hash`] known (one hash for own and shared keys).
+    fn find_hashed(&self, obj: &Obj<'_>, key: &str, hash: usize) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
         let mask = self.slots.len() - 1;
-        let mut at = key_hash(key) & mask;
+        let mut at = hash & mask;
         loop {
             match self.slots[at] {
                 EMPTY => return None,
@@ -103,11 +139,10 @@ impl<'a> EventData<'a> {
         }
     }
 
-    /// An event whose missing keys are read from `shared` (sorted with
-    /// [`Obj::sort_dedup`] first).
-    pub fn with_shared(own: Obj<'a>, shared: &'a Obj<'a>) -> Self {
+    /// An event whose missing keys are read from `shared`.
+    pub fn with_shared(own: Obj<'a>, shared: &'a Shared<'a>) -> Self {
         let mut e = Self::new(own);
-        e.dotted_keys |= shared.iter().any(|(k, _)| has_dot(k));
+        e.dotted_keys |= shared.dotted_keys;
         e.shared = Some(shared);
         e
     }
@@ -121,9 +156,14 @@ impl<'a> EventData<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&Val<'a>> {
-        match self.index.find(&self.own, key) {
+        let hash = key_hash(key);
+        match self.index.find_hashed(&self.own, key, hash) {
             Some(i) => Some(&self.own.0[i].1),
-            None => self.shared.and_then(|s| s.get_sorted(key)),
+            None => self.shared.and_then(|s| {
+                s.index
+                    .find_hashed(&s.obj, key, hash)
+                    .map(|i| &s.obj.0[i].1)
+            }),
         }
     }
 
@@ -208,7 +248,7 @@ impl<'a> EventData<'a> {
     pub fn to_json(&self) -> Value {
         let mut map = serde_json::Map::new();
         if let Some(shared) = self.shared {
-            for (k, v) in shared.iter() {
+            for (k, v) in shared.obj.iter() {
                 map.insert(k.to_owned(), v.to_json());
             }
         }
@@ -446,10 +486,10 @@ mod tests {
     #[test]
     fn shared_keys_are_read_through_and_own_keys_win() {
         let shared_json = json!({"user_id": "u", "user_data": {"email": "shared@x"}});
-        let Val::Obj(mut shared) = Val::from_json(&shared_json) else {
+        let Val::Obj(shared) = Val::from_json(&shared_json) else {
             panic!()
         };
-        shared.sort_dedup();
+        let shared = Shared::new(shared);
         let own_json = json!({"user_id": "v", "user_data": {"phone": "1"}});
         let Val::Obj(own) = Val::from_json(&own_json) else {
             panic!()

@@ -144,40 +144,6 @@ impl<'a> Obj<'a> {
         self.0.retain_mut(f);
     }
 
-    /// Sorts by key, keeping the last of duplicate keys (for binary search).
-    pub fn sort_dedup(&mut self) {
-        if self.0.windows(2).all(|w| w[0].0 < w[1].0) {
-            return;
-        }
-        // Stable sort keeps input order among equal keys: keep the last one.
-        self.0.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(Cow<'a, str>, Val<'a>)> = Vec::with_capacity(self.0.len());
-        for entry in self.0.drain(..) {
-            match out.last_mut() {
-                Some(last) if last.0 == entry.0 => *last = entry,
-                _ => out.push(entry),
-            }
-        }
-        self.0 = out;
-    }
-
-    /// Lookup in a sorted object.
-    pub fn get_sorted(&self, key: &str) -> Option<&Val<'a>> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| &self.0[i].1)
-    }
-
-    /// Inserts into a sorted object, replacing an existing value.
-    pub fn insert_sorted(&mut self, key: impl Into<Cow<'a, str>>, value: Val<'a>) {
-        let key = key.into();
-        match self.0.binary_search_by(|(k, _)| k.as_ref().cmp(&key)) {
-            Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (key, value)),
-        }
-    }
-
     pub fn to_json(&self) -> Value {
         Value::Object(
             self.0
@@ -198,6 +164,23 @@ impl<'a> Obj<'a> {
 }
 
 impl<'a> Val<'a> {
+    /// A copy whose strings borrow from `self`: no text is copied (what a tag builds from
+    /// event data lives only while it maps the event).
+    pub fn reborrow(&self) -> Val<'_> {
+        match self {
+            Val::Null => Val::Null,
+            Val::Bool(b) => Val::Bool(*b),
+            Val::Num(n) => Val::Num(*n),
+            Val::Str(s) => Val::Str(Cow::Borrowed(s.as_ref())),
+            Val::Arr(a) => Val::Arr(a.iter().map(Val::reborrow).collect()),
+            Val::Obj(o) => Val::Obj(Obj(o
+                .0
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(k.as_ref()), v.reborrow()))
+                .collect())),
+        }
+    }
+
     pub fn str(s: &'a str) -> Self {
         Val::Str(Cow::Borrowed(s))
     }
@@ -468,9 +451,7 @@ mod tests {
     fn duplicate_keys_last_wins() {
         let v = parse_json(br#"{"k":1,"k":2}"#, 10).unwrap();
         assert_eq!(v.get("k"), Some(&Val::Num(Num::I(2))));
-        let Val::Obj(mut o) = v else { panic!() };
-        o.sort_dedup();
-        assert_eq!(o.len(), 1);
-        assert_eq!(o.get_sorted("k"), Some(&Val::Num(Num::I(2))));
+        let Val::Obj(o) = v else { panic!() };
+        assert_eq!(o.get("k"), Some(&Val::Num(Num::I(2))));
     }
 }

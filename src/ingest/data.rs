@@ -24,7 +24,7 @@ use crate::{
     event::{
         new_event_id,
         value::{parse_json, too_many},
-        value_text, EventData, Obj, Val,
+        value_text, EventData, Obj, Shared, Val,
     },
     pipeline::Processed,
 };
@@ -58,10 +58,7 @@ pub async fn post(
         Err(e) => return state.reject(&info, e),
     };
     let (objects, shared, many) = parsed;
-    let shared = shared.map(|mut s| {
-        s.sort_dedup();
-        s
-    });
+    let shared = shared.map(Shared::new);
     let events: Vec<EventData<'_>> = objects
         .into_iter()
         .map(|o| match &shared {
@@ -286,8 +283,7 @@ mod tests {
             parse_body(br#"{"user_id":"u","events":[{"event":"a"},{"event":"b","user_id":"v"}]}"#)
                 .unwrap();
         assert_eq!((two.len(), many), (2, true));
-        let mut shared = shared.unwrap();
-        shared.sort_dedup();
+        let shared = Shared::new(shared.unwrap());
         let a = EventData::with_shared(two[0].clone(), &shared);
         let b = EventData::with_shared(two[1].clone(), &shared);
         assert_eq!(a.text("user_id").as_deref(), Some("u"));

@@ -15,7 +15,7 @@ use axum::{
 use super::{
     body, gtag_parse, mp_parse, with_cookies, AppState, Endpoint, IngestError, RequestInfo,
 };
-use crate::event::{new_event_id, value_text, EventData, Obj, Val};
+use crate::event::{new_event_id, value_text, EventData, Obj, Shared, Val};
 
 /// Cookies copied into `common_cookie` (the first-party ids tags read).
 fn is_common_cookie(name: &str) -> bool {
@@ -29,13 +29,16 @@ fn is_common_cookie(name: &str) -> bool {
 /// The server-added keys, and a generated `event_id` when the event has neither an
 /// `event_id` nor a `transaction_id` (all tags then use the same id).
 fn enrich<'a>(
-    obj: Obj<'a>,
+    (obj, shared): (Obj<'a>, Option<&'a Shared<'a>>),
     ip: &'a str,
     info: &RequestInfo<'a>,
     cookies: &Obj<'a>,
     ua_from_header: bool,
 ) -> EventData<'a> {
-    let mut e = EventData::new(obj);
+    let mut e = match shared {
+        Some(shared) => EventData::with_shared(obj, shared),
+        None => EventData::new(obj),
+    };
     // An event's own `ip_override` (kept only with the ingest key) must be an address.
     let own = e
         .text("ip_override")
@@ -114,17 +117,23 @@ async fn gtag(state: &AppState, info: &RequestInfo<'_>, query: &str, body: &str)
         Ok(d) => d,
         Err(e) => return state.reject(info, IngestError::from(e)),
     };
-    let (objects, skipped) = match decoded.events(info.authenticated) {
+    // The URL's parameters are built once and read through by every event.
+    let split = match decoded.split_events(info.authenticated) {
         Ok(e) => e,
         Err(e) => return state.reject(info, IngestError::from(e)),
     };
-    if skipped > 0 {
-        metrics::counter!("tagbridge_ingest_skipped_lines_total").increment(skipped as u64);
+    if split.skipped > 0 {
+        metrics::counter!("tagbridge_ingest_skipped_lines_total").increment(split.skipped as u64);
     }
     let cookies = common_cookies(info);
-    let events: Vec<EventData<'_>> = objects
+    let shared = &split.shared;
+    let events: Vec<EventData<'_>> = split
+        .events
         .into_iter()
-        .map(|o| enrich(o, &info.client_ip, info, &cookies, true))
+        .map(|(o, reads_shared)| {
+            let with = (o, reads_shared.then_some(shared));
+            enrich(with, &info.client_ip, info, &cookies, true)
+        })
         .collect();
     match state.run(info, &events).await {
         // GA4 clients read nothing: an empty 204, with the cookies tags set.
@@ -164,7 +173,7 @@ pub async fn mp_post(
     let events: Vec<EventData<'_>> = parsed
         .events
         .into_iter()
-        .map(|o| enrich(o, &ip, &info, &cookies, false))
+        .map(|o| enrich((o, None), &ip, &info, &cookies, false))
         .collect();
     match state.run(&info, &events).await {
         Ok(outcome) => with_cookies(StatusCode::NO_CONTENT.into_response(), &outcome.cookies),

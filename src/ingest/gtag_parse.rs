@@ -37,7 +37,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::event::{is_truthy, Num, Obj, Val};
+use crate::event::{is_truthy, Num, Obj, Shared, Val};
 
 /// Most events (non-blank body lines) one request may carry.
 pub const MAX_LINES: usize = 100;
@@ -202,6 +202,73 @@ impl<'q> Decoded<'q> {
             return Err(GtagError::NoEvents);
         }
         Ok((events, skipped))
+    }
+}
+
+/// A request's events with the URL's parameters built once: `shared` is the event data the
+/// URL gives; each event is its own keys and whether it
+/// reads the rest through `shared` (`EventData::with_shared`). An event whose line could
+/// interact with the URL's parameters (a key of both, or an event-data key both make) is
+/// built whole from the merged parameters instead, as [`Decoded::events`] builds every
+/// event: either way an event reads exactly what [`Decoded::events`] gives it.
+#[derive(Debug, Default)]
+pub struct SplitEvents<'p> {
+    pub shared: Shared<'p>,
+    pub events: Vec<(Obj<'p>, bool)>,
+    /// Body lines that were not events (no `en`).
+    pub skipped: usize,
+}
+
+impl<'q> Decoded<'q> {
+    /// [`Decoded::events`] without building the URL's parameters into every event.
+    ///
+    /// # Errors
+    /// [`GtagError::NoEvents`] when no event is left.
+    pub fn split_events<'p>(&'p self, trusted: bool) -> Result<SplitEvents<'p>, GtagError> {
+        if self.lines.is_empty() {
+            let (events, skipped) = self.events(trusted)?;
+            return Ok(SplitEvents {
+                shared: Shared::default(),
+                events: events.into_iter().map(|e| (e, false)).collect(),
+                skipped,
+            });
+        }
+        let (shared, shared_named) = build_fields(self.shared.iter(), trusted);
+        let shared = Shared::new(shared);
+        let shared_keys: KeySet<'_> = self.shared.iter().map(|p| p.key.as_ref()).collect();
+        let mut out = SplitEvents {
+            shared,
+            events: Vec::with_capacity(self.lines.len()),
+            skipped: 0,
+        };
+        for own in &self.lines {
+            let separate = !own.iter().any(|p| shared_keys.contains(p.key.as_ref()));
+            if separate {
+                let (fields, named) = build_fields(own.iter(), trusted);
+                if fields.iter().all(|(k, _)| out.shared.get(k).is_none()) {
+                    if named || shared_named {
+                        out.events.push((fields, true));
+                    } else {
+                        out.skipped += 1;
+                    }
+                    continue;
+                }
+            }
+            let own_keys: KeySet<'_> = own.iter().map(|p| p.key.as_ref()).collect();
+            let merged = own.iter().chain(
+                self.shared
+                    .iter()
+                    .filter(|p| !own_keys.contains(p.key.as_ref())),
+            );
+            match build_event(merged, trusted) {
+                Some(e) => out.events.push((e, false)),
+                None => out.skipped += 1,
+            }
+        }
+        if out.events.is_empty() {
+            return Err(GtagError::NoEvents);
+        }
+        Ok(out)
     }
 }
 
@@ -455,13 +522,23 @@ fn reserved(name: &str) -> bool {
 }
 
 /// One event's data from its merged parameters (each key once). `None` without an `en`.
-///
-/// Entries are collected weakest first (`ep.`, then `epn.`, then mapped parameters, then
-/// the objects built here, then `debug_mode`) and the event keeps the last of each key.
 fn build_event<'p, 'q: 'p>(
     params: impl Iterator<Item = &'p Param<'q>>,
     trusted: bool,
 ) -> Option<Obj<'p>> {
+    let (fields, has_name) = build_fields(params, trusted);
+    has_name.then_some(fields)
+}
+
+/// The event data of `params` (each key once), and whether they name an event (a non-blank
+/// `en`).
+///
+/// Entries are collected weakest first (`ep.`, then `epn.`, then mapped parameters, then
+/// the objects built here, then `debug_mode`) and the event keeps the last of each key.
+fn build_fields<'p, 'q: 'p>(
+    params: impl Iterator<Item = &'p Param<'q>>,
+    trusted: bool,
+) -> (Obj<'p>, bool) {
     let mut ep: Vec<(&'p str, &'p str)> = Vec::new();
     let mut epn: Vec<(&'p str, Num)> = Vec::new();
     let mut plain: Vec<(Cow<'p, str>, Val<'p>)> = Vec::with_capacity(48);
@@ -513,9 +590,6 @@ fn build_event<'p, 'q: 'p>(
             Kind::Ignored => {}
         }
     }
-    if !has_name {
-        return None;
-    }
 
     let mut out: Vec<(Cow<'p, str>, Val<'p>)> =
         Vec::with_capacity(ep.len() + epn.len() + plain.len() + 6);
@@ -556,7 +630,7 @@ fn build_event<'p, 'q: 'p>(
     if debug || debug_param {
         out.push((Cow::Borrowed("debug_mode"), Val::Bool(true)));
     }
-    Some(Obj(out))
+    (Obj(out), has_name)
 }
 
 /// A client-hint value: `mobile`/`wow64` as booleans, `full_version_list` as
@@ -1053,6 +1127,112 @@ mod tests {
                 form_urlencoded::parse(input.as_bytes()).into_owned().collect();
             proptest::prop_assert_eq!(ours, reference);
         }
+    }
+
+    /// Pairs from a vocabulary where URL and line parameters meet in every way the merge
+    /// rules know: the same key in both, different keys for one event-data key (`dt` and
+    /// `ep.page_title`), objects both add to (`up.`, `_x`, `sst.`, client hints, items),
+    /// debug flags, numbers that do not parse, blank names, the reserved `ep.` names.
+    fn vocabulary_pairs(max: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "en",
+            "dt",
+            "dl",
+            "_et",
+            "cu",
+            "ep.page_title",
+            "ep.currency",
+            "epn.currency",
+            "ep.x",
+            "epn.x",
+            "epn.value",
+            "up.tier",
+            "upn.tier",
+            "_dbg",
+            "_p",
+            "_s",
+            "_ee",
+            "sst.a",
+            "uafvl",
+            "uam",
+            "uamb",
+            "pr1",
+            "pr2",
+            "cid",
+            "ep.debug_mode",
+            "epn.debug_mode",
+            "zz",
+            "seg",
+            "ep.x-ga-mp2-seg",
+            "ep.ip_override",
+            "ep.",
+            "pr0",
+        ]);
+        let value = prop::sample::select(vec!["", "1", "0", "abc", "12.5", "idA~nmB", "a%7Cb%3B1"]);
+        proptest::collection::vec((key, value), 0..max).prop_map(|pairs| {
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    proptest::proptest! {
+        // Rare meetings (an item in the URL and another in a line) need more than the
+        // default 256 cases; 4,000 take well under a second.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        #[test]
+        fn split_events_read_what_merged_events_hold(
+            query in vocabulary_pairs(8),
+            lines in proptest::collection::vec(vocabulary_pairs(5), 0..4),
+            trusted in proptest::prelude::any::<bool>(),
+        ) {
+            use crate::event::EventData;
+            let body = lines.join("\n");
+            let decoded = decode(&query, &body).unwrap();
+            let merged = decoded.events(trusted);
+            let split = decoded.split_events(trusted);
+            match (merged, split) {
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a, b),
+                (Ok((events, skipped)), Ok(split)) => {
+                    proptest::prop_assert_eq!(skipped, split.skipped);
+                    proptest::prop_assert_eq!(events.len(), split.events.len());
+                    for (want, (own, reads_shared)) in events.iter().zip(&split.events) {
+                        let got = if *reads_shared {
+                            EventData::with_shared(own.clone(), &split.shared)
+                        } else {
+                            EventData::new(own.clone())
+                        };
+                        let want = EventData::new(want.clone());
+                        proptest::prop_assert_eq!(got.to_json(), want.to_json());
+                        proptest::prop_assert_eq!(got.is_debug(), want.is_debug());
+                        proptest::prop_assert_eq!(got.event_name(), want.event_name());
+                    }
+                }
+                (a, b) => proptest::prop_assert!(false, "merged {a:?} vs split {b:?}"),
+            }
+        }
+    }
+
+    /// The realistic batch (shared URL, distinct line keys) reads the URL through.
+    #[test]
+    fn a_gtag_batch_reads_the_url_through() {
+        let decoded = decode(
+            "v=2&tid=G-1&cid=1.2&dl=https%3A%2F%2Fx%2F&uafvl=A%3B1%7CB%3B2&_p=5",
+            "en=page_view&_et=1\nen=purchase&cu=EUR&pr1=idA~nmB\nen=x&_p=6",
+        )
+        .unwrap();
+        let split = decoded.split_events(false).unwrap();
+        let reads: Vec<bool> = split.events.iter().map(|(_, r)| *r).collect();
+        // The third line repeats `_p`: it is built whole.
+        assert_eq!(reads, [true, true, false]);
+        assert_eq!(
+            split.shared.get("page_location").and_then(Val::as_str),
+            Some("https://x/")
+        );
+        assert_eq!(split.events[0].0.len(), 2, "{:?}", split.events[0].0);
     }
 
     #[test]

@@ -197,18 +197,18 @@ pub fn prepare(
 }
 
 /// Sets each non-empty override on `target`; an empty one removes nothing and adds nothing.
-pub fn apply_overrides<'a>(
-    target: &mut Obj<'a>,
-    overrides: &[(String, Override)],
-    event: &EventData<'a>,
+pub fn apply_overrides<'e>(
+    target: &mut Obj<'e>,
+    overrides: &'e [(String, Override)],
+    event: &'e EventData<'_>,
 ) {
     for (key, o) in overrides {
-        let v: Option<Val<'a>> = match o {
-            Override::Literal(l) => Some(l.clone()),
-            Override::From(path) => event.get_path(path).cloned(),
+        let v: Option<Val<'e>> = match o {
+            Override::Literal(l) => Some(l.reborrow()),
+            Override::From(path) => event.get_path(path).map(Val::reborrow),
         };
         if let Some(v) = v.filter(|v| !is_blank(v)) {
-            target.insert(key.clone(), v);
+            target.insert(key.as_str(), v);
         }
     }
 }

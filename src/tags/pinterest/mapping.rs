@@ -13,7 +13,10 @@ use std::{
 
 use super::{names, Plan};
 use crate::{
-    event::{new_event_id, number_text, value_text, EventData, Num, Obj, RequestContext, Val},
+    event::{
+        new_event_id, number_text, value_text, value_text_a, EventData, Num, Obj, RequestContext,
+        Val,
+    },
     tags::{
         common::{
             commerce::{integer, items_total, money, total_quantity},
@@ -28,32 +31,35 @@ use crate::{
 
 /// Builds the Pinterest event for `event` (its name already resolved, §2) and writes it as
 /// JSON into `out`. Returns the event's id and name as sent.
-pub(super) fn map_event<'a>(
-    plan: &Plan,
-    event_name: &str,
-    event: &EventData<'a>,
-    req: &RequestContext<'a>,
-    epik: Option<&str>,
+///
+/// The tree lives only while the event is mapped: its texts borrow (`'e`) from the event
+/// data, the request and the plan rather than being copied.
+pub(super) fn map_event<'e>(
+    plan: &'e Plan,
+    event_name: &'e str,
+    event: &'e EventData<'_>,
+    req: &'e RequestContext<'_>,
+    epik: Option<&'e str>,
     out: &mut Vec<u8>,
     report: &mut MapReport,
 ) -> (String, String) {
     let web = plan.web;
     let event_id = event_id(event);
-    let mut ev: Obj<'a> = Obj::with_capacity(8);
-    ev.push("event_name", Val::Str(Cow::Owned(event_name.to_owned())));
+    let mut ev = Obj::with_capacity(8);
+    ev.push("event_name", Val::str(event_name));
     ev.push("action_source", Val::str(plan.action_source));
     ev.push(
         "event_time",
         Val::Num(Num::I(event_time(event, req.received_at))),
     );
-    ev.push("event_id", Val::Str(Cow::Owned(event_id.clone())));
+    ev.push("event_id", Val::str(&event_id));
     if web {
-        if let Some(url) = event.text_a("page_location") {
+        if let Some(url) = event.text("page_location") {
             ev.push("event_source_url", Val::Str(url));
         }
     }
     if let Some(p) = &plan.partner_name {
-        ev.push("partner_name", Val::Str(Cow::Owned(p.clone())));
+        ev.push("partner_name", Val::str(p));
     }
     let user_data = build_user_data(plan, event, req, web, epik, &mut report.dropped);
     ev.push("user_data", Val::Obj(user_data));
@@ -71,16 +77,13 @@ pub(super) fn map_event<'a>(
     report.match_keys = match_keys(&ev);
     write_event(out, &ev);
     // The id and name sent, after overrides and type fixes.
-    let id = match ev.get("event_id").and_then(value_text) {
-        Some(id) => id.into_owned(),
-        None => event_id,
-    };
+    let id = ev.get("event_id").and_then(value_text).map(Cow::into_owned);
     let name = ev
         .get("event_name")
         .and_then(Val::as_str)
         .unwrap_or(event_name)
         .to_owned();
-    (id, name)
+    (id.unwrap_or(event_id), name)
 }
 
 /// Writes the event without its empty members, except `user_data`, which Pinterest
@@ -138,33 +141,30 @@ pub(super) fn event_id(event: &EventData<'_>) -> String {
         .unwrap_or_else(new_event_id)
 }
 
-fn build_user_data<'a>(
-    plan: &Plan,
-    event: &EventData<'a>,
-    req: &RequestContext<'a>,
+fn build_user_data<'e>(
+    plan: &'e Plan,
+    event: &'e EventData<'_>,
+    req: &'e RequestContext<'_>,
     web: bool,
-    epik: Option<&str>,
+    epik: Option<&'e str>,
     dropped: &mut Dropped,
-) -> Obj<'a> {
-    let mut raw: Obj<'a> = Obj::with_capacity(16);
+) -> Obj<'e> {
+    let mut raw: Obj<'e> = Obj::with_capacity(16);
     if web {
-        if let Some(ip) = event.text_a("ip_override") {
+        if let Some(ip) = event.text("ip_override") {
             raw.push("client_ip_address", Val::Str(ip));
         }
-        if let Some(ua) = event.text_a("user_agent") {
+        if let Some(ua) = event.text("user_agent") {
             raw.push("client_user_agent", Val::Str(clip_cow(ua, MAX_USER_AGENT)));
         }
     }
     for (key, paths) in names::USER_SOURCES {
         if let Some(v) = first_source(event, paths) {
-            raw.insert(*key, v.clone());
+            raw.insert(*key, v.reborrow());
         }
     }
     if let Some(click) = click_id(event, req, "_epik", "click_id", epik) {
-        raw.insert(
-            "click_id",
-            Val::Str(Cow::Owned(clip_cow(click, MAX_TEXT).into_owned())),
-        );
+        raw.insert("click_id", Val::Str(clip_cow(click, MAX_TEXT)));
     }
     apply_overrides(&mut raw, &plan.user_data, event);
 
@@ -180,8 +180,8 @@ fn build_user_data<'a>(
                 }
             }
             None => {
-                if let Some(text) = value_text(&value) {
-                    out.push(key, Val::Str(Cow::Owned(text.into_owned())));
+                if let Some(text) = value_text_a(&value) {
+                    out.push(key, Val::Str(text));
                 }
             }
         }
@@ -190,28 +190,28 @@ fn build_user_data<'a>(
 }
 
 /// `custom_data` from the event's ecommerce fields (§7).
-fn ecommerce<'a>(event: &EventData<'a>) -> Obj<'a> {
-    let mut cd: Obj<'a> = Obj::with_capacity(8);
-    let items: &[Val<'a>] = event.get("items").and_then(Val::as_arr).unwrap_or(&[]);
+fn ecommerce<'e>(event: &'e EventData<'_>) -> Obj<'e> {
+    let mut cd: Obj<'e> = Obj::with_capacity(8);
+    let items = event.get("items").and_then(Val::as_arr).unwrap_or(&[]);
     if !items.is_empty() {
         let mut contents = Vec::new();
         let mut ids = Vec::new();
         for item in items.iter().filter_map(Val::as_obj).take(MAX_ITEMS) {
-            let mut c: Obj<'a> = Obj::with_capacity(6);
+            let mut c: Obj<'e> = Obj::with_capacity(6);
             if let Some(id) = item.get("item_id").and_then(value_text) {
-                let id = Val::Str(Cow::Owned(id.into_owned()));
+                let id = Val::Str(id);
                 c.push("id", id.clone());
                 ids.push(id);
             }
             if let Some(p) = item.get("price").and_then(value_text) {
-                c.push("item_price", Val::Str(Cow::Owned(p.into_owned())));
+                c.push("item_price", Val::Str(p));
             }
             if let Some(q) = item.get("quantity").and_then(integer) {
                 c.push("quantity", Val::Num(Num::I(q)));
             }
             for key in ["item_name", "item_category", "item_brand"] {
                 if let Some(t) = item.get(key).and_then(value_text) {
-                    c.push(key, Val::Str(Cow::Owned(t.into_owned())));
+                    c.push(key, Val::Str(t));
                 }
             }
             if !c.is_empty() {
@@ -242,7 +242,7 @@ fn ecommerce<'a>(event: &EventData<'a>) -> Obj<'a> {
             .and_then(value_text)
     });
     if let Some(c) = currency {
-        cd.push("currency", Val::Str(Cow::Owned(c.into_owned())));
+        cd.push("currency", Val::Str(c));
     }
     for (from, to) in [
         ("search_term", "search_string"),
@@ -253,7 +253,7 @@ fn ecommerce<'a>(event: &EventData<'a>) -> Obj<'a> {
         ("content_brand", "content_brand"),
     ] {
         if let Some(t) = event.text(from) {
-            cd.push(to, Val::Str(Cow::Owned(t.into_owned())));
+            cd.push(to, Val::Str(t));
         }
     }
     cd
@@ -277,13 +277,10 @@ fn fix_custom_types(cd: &mut Obj<'_>) {
                     Val::Arr(items) => items
                         .iter()
                         .take(MAX_ITEMS)
-                        .filter_map(value_text)
-                        .map(|t| Val::string(t.into_owned()))
+                        .filter_map(value_text_a)
+                        .map(Val::Str)
                         .collect(),
-                    other => value_text(other)
-                        .map(|t| Val::string(t.into_owned()))
-                        .into_iter()
-                        .collect(),
+                    other => value_text_a(other).map(Val::Str).into_iter().collect(),
                 };
                 *value = Val::Arr(ids);
             }
