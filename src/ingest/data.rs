@@ -11,8 +11,7 @@
 use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use axum::{
-    body::Body,
-    extract::{ConnectInfo, RawQuery, State},
+    extract::{ConnectInfo, RawQuery, Request, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -37,18 +36,13 @@ pub const MAX_GET_KEYS: usize = crate::ingest::gtag_parse::MAX_PARAMS;
 pub async fn post(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Body,
+    request: Request,
 ) -> Response {
-    let mut info = RequestInfo::new(
-        &state,
-        ("POST", Endpoint::Data),
-        peer,
-        &headers,
-        query.as_deref().unwrap_or(""),
-    );
-    let bytes = match body::read_for(&state.config.server, body, &headers).await {
+    // Headers and query borrowed from the request (axum's extractors would copy them).
+    let (parts, body) = request.into_parts();
+    let (headers, query) = (&parts.headers, parts.uri.query().unwrap_or_default());
+    let mut info = RequestInfo::new(&state, ("POST", Endpoint::Data), peer, headers, query);
+    let bytes = match body::read_for(&state.config.server, body, headers).await {
         Ok(b) => b,
         Err(e) => return state.reject(&info, e),
     };
@@ -66,7 +60,7 @@ pub async fn post(
             None => EventData::new(o),
         })
         .collect();
-    respond(&state, &info, &headers, events, many).await
+    respond(&state, &info, headers, events, many).await
 }
 
 pub async fn get(

@@ -6,8 +6,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
-    body::Body,
-    extract::{ConnectInfo, RawQuery, State},
+    extract::{ConnectInfo, RawQuery, Request, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -92,13 +91,14 @@ pub async fn gtag_get(
 pub async fn gtag_post(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Body,
+    request: Request,
 ) -> Response {
-    let query = query.unwrap_or_default();
-    let mut info = RequestInfo::new(&state, ("POST", Endpoint::Gtag), peer, &headers, &query);
-    let bytes = match body::read_for(&state.config.server, body, &headers).await {
+    // The request's own headers and query, borrowed (axum's `HeaderMap` and `RawQuery`
+    // extractors copy them).
+    let (parts, body) = request.into_parts();
+    let (headers, query) = (&parts.headers, parts.uri.query().unwrap_or_default());
+    let mut info = RequestInfo::new(&state, ("POST", Endpoint::Gtag), peer, headers, query);
+    let bytes = match body::read_for(&state.config.server, body, headers).await {
         Ok(b) => b,
         Err(e) => return state.reject(&info, e),
     };
@@ -109,7 +109,7 @@ pub async fn gtag_post(
         Ok(t) => std::borrow::Cow::Borrowed(t),
         Err(_) => String::from_utf8_lossy(&bytes),
     };
-    gtag(&state, &info, &query, &text).await
+    gtag(&state, &info, query, &text).await
 }
 
 async fn gtag(state: &AppState, info: &RequestInfo<'_>, query: &str, body: &str) -> Response {
@@ -145,13 +145,12 @@ async fn gtag(state: &AppState, info: &RequestInfo<'_>, query: &str, body: &str)
 pub async fn mp_post(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Body,
+    request: Request,
 ) -> Response {
-    let query = query.unwrap_or_default();
-    let mut info = RequestInfo::new(&state, ("POST", Endpoint::Mp), peer, &headers, &query);
-    let bytes = match body::read_for(&state.config.server, body, &headers).await {
+    let (parts, body) = request.into_parts();
+    let (headers, query) = (&parts.headers, parts.uri.query().unwrap_or_default());
+    let mut info = RequestInfo::new(&state, ("POST", Endpoint::Mp), peer, headers, query);
+    let bytes = match body::read_for(&state.config.server, body, headers).await {
         Ok(b) => b,
         Err(e) => return state.reject(&info, e),
     };

@@ -340,7 +340,12 @@ fn pairs(input: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
 
 /// A key or value of a pair: borrowed unless it has an escape (`%XX` or `+`).
 fn component(s: &str) -> Cow<'_, str> {
-    if memchr::memchr2(b'%', b'+', s.as_bytes()).is_some() {
+    // Branch-free (vectorized) rather than memchr: most keys and values are a few bytes,
+    // where a search call costs more than the scan.
+    let escaped = s
+        .bytes()
+        .fold(false, |found, b| found | (b == b'%') | (b == b'+'));
+    if escaped {
         decode_component(s)
     } else {
         Cow::Borrowed(s)

@@ -108,6 +108,8 @@ pub struct Pipeline {
     pub reply_timeout: Duration,
     /// Keep per-event traces for the debug page.
     pub trace: bool,
+    /// `tagbridge_events_queued_total` (registered once, not per request).
+    pub queued: metrics::Counter,
 }
 
 /// One tag's outcome for one event, as reported to `wait_for_response` callers.
@@ -207,7 +209,8 @@ impl Pipeline {
     /// Step 1: every tag on every event.
     fn evaluate(&self, events: &[EventData<'_>], req: &RequestContext<'_>) -> Evaluated {
         let received_ms = unix_ms(req.received_at);
-        let mut batch = AppendBatch::default();
+        // Room for a typical event per event (the batch would otherwise grow by copying).
+        let mut batch = AppendBatch::with_capacity(events.len().saturating_mul(1024));
         let mut outcome = Outcome {
             events: Vec::with_capacity(events.len()),
             cookies: Vec::new(),
@@ -367,7 +370,7 @@ impl Pipeline {
         let n = batch.len();
         let commit = self.queue.append(batch).map_err(queue_error)?;
         if n > 0 {
-            metrics::counter!("tagbridge_events_queued_total").increment(n as u64);
+            self.queued.increment(n as u64);
         }
         Ok(commit)
     }

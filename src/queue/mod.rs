@@ -306,6 +306,14 @@ impl AppendBatch {
         self.buf.len()
     }
 
+    /// An empty batch with room for `bytes` of frames.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            records: Vec::new(),
+        }
+    }
+
     /// Frames one event: its header fields, then `body` (the destination event's JSON).
     /// Returns the event's sequence number.
     pub fn push(

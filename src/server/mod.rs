@@ -216,6 +216,7 @@ pub async fn run(
             log: services.request_log,
             reply_timeout,
             trace: recorder.enabled(),
+            queued: metrics::counter!("tagbridge_events_queued_total"),
         },
         health: health.clone(),
         redactor: Redactor::new(&config.privacy.redact_query_params),
