@@ -35,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 pub use backoff::Backoff;
 pub use request_log::{MemoryLog, RequestLog, StdoutLog};
@@ -113,7 +113,7 @@ pub struct DrainReport {
 /// Controls a running dispatcher: start the drain, wait for it to finish.
 pub struct DispatchControl {
     drain: watch::Sender<Option<Instant>>,
-    task: tokio::task::JoinHandle<DrainReport>,
+    task: oneshot::Receiver<DrainReport>,
     queue: Queue,
 }
 
@@ -137,16 +137,55 @@ const RESTART_WINDOW: Duration = Duration::from_secs(300);
 /// Restarts within the window after which the dispatcher is declared fatal.
 const MAX_RESTARTS: usize = 5;
 
-/// Starts the dispatcher under its supervisor.
+/// Starts the dispatcher under its supervisor, on a runtime of its own (one thread,
+/// `tagbridge-dispatch`): encoding and settling a 1,000-event batch takes a worker for a
+/// millisecond or more, and requests on that worker would wait behind it. On its own thread
+/// the OS shares the cores between the two instead. Falls back to the caller's runtime when
+/// no thread can be started.
 pub fn spawn(setup: DispatchSetup) -> DispatchControl {
     let (drain_tx, drain_rx) = watch::channel(None);
     let queue = setup.queue.clone();
-    let task = tokio::spawn(supervise(Arc::new(setup), drain_rx));
+    let (done_tx, done_rx) = oneshot::channel();
+    let run = async move {
+        let report = supervise(Arc::new(setup), drain_rx).await;
+        let _ = done_tx.send(report);
+    };
+    let run: Run = Box::pin(run);
+    let unstarted = match own_thread() {
+        Some(start) => start(run).err(),
+        None => Some(run),
+    };
+    if let Some(run) = unstarted {
+        tokio::spawn(run);
+    }
     DispatchControl {
         drain: drain_tx,
-        task,
+        task: done_rx,
         queue,
     }
+}
+
+type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A thread with a single-threaded runtime, waiting for the future to run on it (handed
+/// back when the thread is gone).
+fn own_thread() -> Option<impl FnOnce(Run) -> Result<(), Run>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| tracing::warn!(error = %e, "No runtime of its own for the dispatcher; it shares the server's."))
+        .ok()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Run>();
+    std::thread::Builder::new()
+        .name("tagbridge-dispatch".into())
+        .spawn(move || {
+            if let Ok(run) = rx.recv() {
+                runtime.block_on(run);
+            }
+        })
+        .map_err(|e| tracing::warn!(error = %e, "No thread of its own for the dispatcher; it shares the server's runtime."))
+        .ok()?;
+    Some(move |run: Run| tx.send(run).map_err(|e| e.0))
 }
 
 async fn supervise(

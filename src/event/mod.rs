@@ -349,10 +349,9 @@ pub fn number_text(n: Num) -> String {
 /// Shortest decimal text that round-trips, without exponent or trailing `.0`.
 pub fn float_text(f: f64) -> String {
     if f.fract() == 0.0 && f.abs() < 1e15 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
+        return itoa::Buffer::new().format(f as i64).to_owned();
     }
+    format!("{f}")
 }
 
 /// Whether a value is "empty" for source precedence: null, blank text, or an array of empties.
@@ -504,6 +503,18 @@ mod tests {
             only_shared.get_path("user_data.email"),
             Some(&Val::str("shared@x"))
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn float_text_is_display_without_a_trailing_zero(f in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let want = if f.fract() == 0.0 && f.abs() < 1e15 {
+                format!("{}", f as i64)
+            } else {
+                format!("{f}")
+            };
+            proptest::prop_assert_eq!(float_text(f), want);
+        }
     }
 
     #[test]

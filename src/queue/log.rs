@@ -5,7 +5,7 @@
 //! (full disk, I/O errors), watches free space and compacts sparse segments.
 
 use std::{
-    sync::{atomic::Ordering, Arc, Weak},
+    sync::{atomic::Ordering, Arc, MutexGuard, Weak},
     time::{Duration, Instant},
 };
 
@@ -419,7 +419,12 @@ fn commit_group(shared: &Shared, log: &mut Log, items: Vec<Pending>) {
 }
 
 /// Interval mode: syncs what was written since the last sync, when the interval is over.
-fn periodic_sync(shared: &Shared, log: &mut Log, force: bool) {
+///
+/// The `fdatasync` runs without the log's lock: requests keep writing their events (the
+/// inline group commit keeps working) while the disk flushes 100 ms of writes, instead of
+/// waiting for it. What was written by then is marked durable; later writes are synced
+/// next time.
+fn periodic_sync(shared: &Shared, log: MutexGuard<'_, Log>, force: bool) {
     let Some(interval) = shared.opts.sync_interval else {
         return;
     };
@@ -427,22 +432,30 @@ fn periodic_sync(shared: &Shared, log: &mut Log, force: bool) {
     if !log.dirty || !due || log.failure.is_some() {
         return;
     }
-    let Some(a) = log.active.as_ref() else {
+    let Some((id, file, upto)) = log.active.as_ref().map(|a| (a.id, a.file.clone(), a.len)) else {
         return;
     };
-    match a.file.sync() {
+    drop(log);
+    let result = file.sync();
+    let mut log = lock(&shared.log);
+    match result {
         Ok(()) => {
-            if let Some(a) = log.active.as_mut() {
-                a.synced = a.len;
+            let mut caught_up = false;
+            if let Some(a) = log.active.as_mut().filter(|a| a.id == id) {
+                // A failed write in between may have cut the segment back.
+                a.synced = a.synced.max(upto.min(a.len));
+                caught_up = a.len == upto;
             }
-            log.dirty = false;
+            if caught_up {
+                log.dirty = false;
+            }
             log.last_sync = Some(Instant::now());
             shared.commits.fetch_add(1, Ordering::AcqRel);
             metrics::counter!("tagbridge_queue_commits_total").increment(1);
         }
         // The events were acknowledged already; they are in the page cache and still get
         // delivered. New events are refused until a write and sync succeed again.
-        Err(e) => shared.fail(log, io_reason(&e)),
+        Err(e) => shared.fail(&mut log, io_reason(&e)),
     }
 }
 
@@ -519,8 +532,7 @@ fn writer_loop(weak: &Weak<Shared>) {
                 commit_group(&shared, &mut log, items);
             }
             shared.check_free(&mut log, false);
-            periodic_sync(&shared, &mut log, closing);
-            drop(log);
+            periodic_sync(&shared, log, closing);
             if closing || last_maintenance.elapsed() >= RETRY_EVERY {
                 last_maintenance = Instant::now();
                 maintain(&shared);
