@@ -220,6 +220,12 @@ impl<'a> EventData<'a> {
         None
     }
 
+    /// Whether a path could name a key with a dot in it (`get_path("a.b")` finding the key
+    /// `a.b`): only then can a path match without its first segment being a key.
+    pub fn has_dotted_keys(&self) -> bool {
+        self.dotted_keys
+    }
+
     /// The value at `key` as non-blank text (strings trimmed, numbers and bools printed).
     pub fn text(&self, key: &str) -> Option<Cow<'_, str>> {
         self.get(key).and_then(value_text)

@@ -298,19 +298,29 @@ pub fn parse(query: &str, body: &str) -> Result<GtagParse, GtagError> {
 fn first_values(input: &str) -> Vec<Param<'_>> {
     let n = input.bytes().filter(|&b| b == b'&').count() + 1;
     let mut out: Vec<Param<'_>> = Vec::with_capacity(n.min(MAX_PARAMS));
-    let mut seen: rustc_hash::FxHashSet<Cow<'_, str>> =
-        rustc_hash::FxHashSet::with_capacity_and_hasher(n.min(MAX_PARAMS), Default::default());
+    // A body line has a handful of keys: a scan finds repeats sooner than a hash set is
+    // built. The URL's dozens (up to MAX_PARAMS) get the set.
+    let mut seen: Option<rustc_hash::FxHashSet<Cow<'_, str>>> = (n > SCAN_KEYS).then(|| {
+        rustc_hash::FxHashSet::with_capacity_and_hasher(n.min(MAX_PARAMS), Default::default())
+    });
     for (key, value) in pairs(input) {
         if out.len() == MAX_PARAMS {
             break;
         }
-        if seen.insert(key.clone()) {
+        let first = match seen.as_mut() {
+            Some(seen) => seen.insert(key.clone()),
+            None => !out.iter().any(|p| p.key == key),
+        };
+        if first {
             let kind = classify(&key, &value);
             out.push(Param { key, value, kind });
         }
     }
     out
 }
+
+/// Up to this many pairs, repeated keys are found by a scan.
+const SCAN_KEYS: usize = 12;
 
 /// The decoded pairs of `application/x-www-form-urlencoded` text, as [`decode_pairs`]
 /// decodes them (the same rules as the `form_urlencoded` crate), borrowing every key and
@@ -1190,7 +1200,7 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
         #[test]
         fn split_events_read_what_merged_events_hold(
-            query in vocabulary_pairs(8),
+            query in vocabulary_pairs(18),
             lines in proptest::collection::vec(vocabulary_pairs(5), 0..4),
             trusted in proptest::prelude::any::<bool>(),
         ) {
@@ -1218,6 +1228,28 @@ mod tests {
                 }
                 (a, b) => proptest::prop_assert!(false, "merged {a:?} vs split {b:?}"),
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Scan (short input) or hash set (long input): the first value of each key, in
+        /// order.
+        #[test]
+        fn first_values_keep_each_keys_first_value(
+            pairs in proptest::collection::vec(("[a-e]{1,2}", "[0-9]{0,2}"), 0..40),
+        ) {
+            let input = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+            let mut want: Vec<(String, String)> = Vec::new();
+            for (k, v) in &pairs {
+                if !want.iter().any(|(w, _)| w == k) {
+                    want.push((k.clone(), v.clone()));
+                }
+            }
+            let got: Vec<(String, String)> = first_values(&input)
+                .into_iter()
+                .map(|p| (p.key.into_owned(), p.value.into_owned()))
+                .collect();
+            proptest::prop_assert_eq!(got, want);
         }
     }
 
