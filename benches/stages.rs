@@ -68,13 +68,25 @@ fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(3));
     let n = gtag_parse::decode(QUERY, BODY)
-        .and_then(|d| d.events(false).map(|(e, _)| e.len()))
+        .and_then(|d| d.split_events(false).map(|s| s.events.len()))
         .unwrap_or(0);
     assert_eq!(n, 3);
+    // As the handler does it: decode, build the events (the URL's parameters once, read
+    // through by each event), index each event's keys.
     group.bench_function("gtag_3_events", |b| {
         b.iter(|| {
             let d = gtag_parse::decode(black_box(QUERY), black_box(BODY)).ok();
-            black_box(d.as_ref().map(|d| d.events(false).map(|(e, _)| e.len())))
+            black_box(d.as_ref().map(|d| d.split_events(false).map(event_data)))
+        })
+    });
+    // The URL's parameters built into every event (before 2026-11-30), for comparison.
+    group.bench_function("gtag_3_events_merged", |b| {
+        b.iter(|| {
+            let d = gtag_parse::decode(black_box(QUERY), black_box(BODY)).ok();
+            black_box(d.as_ref().map(|d| {
+                d.events(false)
+                    .map(|(e, _)| e.into_iter().map(EventData::new).count())
+            }))
         })
     });
     group.bench_function("gtag_decode_only", |b| {
@@ -82,7 +94,7 @@ fn parse(c: &mut Criterion) {
     });
     let decoded = gtag_parse::decode(QUERY, BODY).expect("decodes");
     group.bench_function("gtag_events_only", |b| {
-        b.iter(|| black_box(decoded.events(false).map(|(e, _)| e.len())))
+        b.iter(|| black_box(decoded.split_events(false).map(event_data)))
     });
     group.bench_function("mp_3_events", |b| {
         b.iter(|| {
@@ -106,6 +118,19 @@ fn parse(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// Event data for split gtag events, as the handler builds it (without enrichment).
+fn event_data(split: gtag_parse::SplitEvents<'_>) -> usize {
+    let shared = &split.shared;
+    split
+        .events
+        .into_iter()
+        .map(|(own, reads)| match reads {
+            true => EventData::with_shared(own, shared),
+            false => EventData::new(own),
+        })
+        .count()
 }
 
 fn map(c: &mut Criterion) {
