@@ -51,11 +51,14 @@ impl<'a> Shared<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&Val<'a>> {
-        self.index.find(&self.obj, key).map(|i| &self.obj.0[i].1)
+        self.get_hashed(key, key_hash(key))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.obj.is_empty()
+    /// [`Self::get`] with the key's [`key_hash`] known.
+    fn get_hashed(&self, key: &str, hash: usize) -> Option<&Val<'a>> {
+        self.index
+            .find_hashed(&self.obj, key, hash)
+            .map(|i| &self.obj.0[i].1)
     }
 }
 
@@ -129,8 +132,12 @@ impl KeyIndex {
 
 impl<'a> EventData<'a> {
     pub fn new(own: Obj<'a>) -> Self {
-        let index = KeyIndex::build(&own);
-        let dotted_keys = own.iter().any(|(k, _)| has_dot(k));
+        // The own keys are indexed as shared ones are.
+        let Shared {
+            obj: own,
+            index,
+            dotted_keys,
+        } = Shared::new(own);
         Self {
             own,
             index,
@@ -159,11 +166,7 @@ impl<'a> EventData<'a> {
         let hash = key_hash(key);
         match self.index.find_hashed(&self.own, key, hash) {
             Some(i) => Some(&self.own.0[i].1),
-            None => self.shared.and_then(|s| {
-                s.index
-                    .find_hashed(&s.obj, key, hash)
-                    .map(|i| &s.obj.0[i].1)
-            }),
+            None => self.shared.and_then(|s| s.get_hashed(key, hash)),
         }
     }
 
