@@ -183,16 +183,8 @@ impl<'q> Decoded<'q> {
                 events.push(e);
             }
         } else {
-            let mut own_keys = KeySet::default();
             for own in &self.lines {
-                own_keys.clear();
-                own_keys.extend(own.iter().map(|p| p.key.as_ref()));
-                let merged = own.iter().chain(
-                    self.shared
-                        .iter()
-                        .filter(|p| !own_keys.contains(p.key.as_ref())),
-                );
-                match build_event(merged, trusted) {
+                match self.merged_event(own, trusted) {
                     Some(e) => events.push(e),
                     None => skipped += 1,
                 }
@@ -202,6 +194,18 @@ impl<'q> Decoded<'q> {
             return Err(GtagError::NoEvents);
         }
         Ok((events, skipped))
+    }
+
+    /// The event of one body line: its pairs plus the URL's whose keys it does not have.
+    /// `None` without an `en`.
+    fn merged_event<'p>(&'p self, own: &'p [Param<'q>], trusted: bool) -> Option<Obj<'p>> {
+        let own_keys: KeySet<'_> = own.iter().map(|p| p.key.as_ref()).collect();
+        let merged = own.iter().chain(
+            self.shared
+                .iter()
+                .filter(|p| !own_keys.contains(p.key.as_ref())),
+        );
+        build_event(merged, trusted)
     }
 }
 
@@ -254,13 +258,7 @@ impl<'q> Decoded<'q> {
                     continue;
                 }
             }
-            let own_keys: KeySet<'_> = own.iter().map(|p| p.key.as_ref()).collect();
-            let merged = own.iter().chain(
-                self.shared
-                    .iter()
-                    .filter(|p| !own_keys.contains(p.key.as_ref())),
-            );
-            match build_event(merged, trusted) {
+            match self.merged_event(own, trusted) {
                 Some(e) => out.events.push((e, false)),
                 None => out.skipped += 1,
             }

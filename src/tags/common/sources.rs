@@ -26,8 +26,17 @@ pub fn source<'v, 'a>(event: &'v EventData<'a>, path: &str) -> Option<&'v Val<'a
 
 /// The first of `paths` with a non-blank value.
 pub fn first_source<'v, 'a>(event: &'v EventData<'a>, paths: &[&str]) -> Option<&'v Val<'a>> {
+    // Most events carry no `user_data`: its paths cannot match then (unless a key with a
+    // dot could stand for one), so they are not looked up.
+    let mut has_user_data = None;
     paths
         .iter()
+        .filter(|p| {
+            !(p.starts_with("user_data.") || p.starts_with("@address."))
+                || *has_user_data.get_or_insert_with(|| {
+                    event.has_dotted_keys() || event.get("user_data").is_some()
+                })
+        })
         .filter_map(|p| source(event, p))
         .find(|v| !is_blank(v))
 }

@@ -14,8 +14,8 @@ use std::{
 use super::{names, Plan};
 use crate::{
     event::{
-        is_blank, new_event_id, number_text, value_text, value_text_a, EventData, Num, Obj,
-        RequestContext, Val,
+        new_event_id, number_text, value_text, value_text_a, EventData, Num, Obj, RequestContext,
+        Val,
     },
     tags::{
         common::{
@@ -23,7 +23,7 @@ use crate::{
             hashing::{hash_value, Dropped},
             json::{is_empty_clean, write_nonempty, write_str},
             limits::{clip_cow, MAX_ITEMS, MAX_TEXT, MAX_URL, MAX_USER_AGENT},
-            sources::{apply_overrides, click_id, source},
+            sources::{apply_overrides, click_id, first_source},
         },
         MapReport,
     },
@@ -158,18 +158,8 @@ fn build_user_data<'e>(
             raw.push("client_user_agent", Val::Str(clip_cow(ua, MAX_USER_AGENT)));
         }
     }
-    // Most events carry no `user_data`: its paths (a dozen of the sources) cannot match
-    // then, unless a key with a dot could stand for one.
-    let no_user_data = event.get("user_data").is_none() && !event.has_dotted_keys();
-    let possible =
-        |p: &&&str| !(no_user_data && (p.starts_with("user_data.") || p.starts_with("@address.")));
     for (key, paths) in names::USER_SOURCES {
-        let found = paths
-            .iter()
-            .filter(possible)
-            .filter_map(|p| source(event, p))
-            .find(|v| !is_blank(v));
-        if let Some(v) = found {
+        if let Some(v) = first_source(event, paths) {
             raw.insert(*key, v.reborrow());
         }
     }
