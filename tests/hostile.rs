@@ -590,6 +590,40 @@ async fn slow_clients_are_cut_off() {
     server.shutdown().await;
 }
 
+// Row 10, continued: connections that have sent nothing yet, and idle keep-alive ones, do
+// not hold up a shutdown: the drain ends when the work is done, not after
+// `server.request_timeout_ms` or `dispatch.drain_s`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_hold_up_shutdown() {
+    let mock = common::mock_pinterest().await;
+    let mut cfg = config(&mock.uri(), json!({}));
+    cfg.server.request_timeout_ms = 60_000;
+    cfg.dispatch.drain_s = 30;
+    let server = TestServer::start(cfg).await;
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        sockets.push(TcpStream::connect(server.addr).await.expect("connect"));
+    }
+    let mut idle = TcpStream::connect(server.addr).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.expect("answer");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The listener accepts in order: the silent connections are being served by now.
+    let started = Instant::now();
+    let report = server.shutdown().await;
+    let took = started.elapsed();
+    assert_eq!(report.left_in_queue, 0);
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    for mut s in sockets.into_iter().chain([idle]) {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "a connection was left open");
+    }
+}
+
 // Row 10, continued: SIGTERM exits within `drain_s` (+2 s) with slow clients connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_with_slow_clients_connected() {

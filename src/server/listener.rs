@@ -5,8 +5,9 @@
 //! - `server.request_timeout_ms` bounds the time to receive a request's headers (hyper's
 //!   header read timeout), which also closes keep-alive connections idle that long; the
 //!   body has its own bound of the same length (`ingest::body`).
-//! - On shutdown the listener stops accepting, idle connections close, and requests in
-//!   flight finish; the caller bounds the wait.
+//! - On shutdown the listener stops accepting, idle connections (and ones that have not
+//!   sent a byte yet) close at once, and requests in flight finish; the caller bounds the
+//!   wait.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -16,7 +17,10 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Semaphore},
+};
 use tower::ServiceExt;
 
 /// Connection limits of a listener.
@@ -50,6 +54,9 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Raised at shutdown: connections that have not sent a byte yet close at once (hyper's
+    // graceful shutdown only reaches connections it serves).
+    let (closing_tx, closing_rx) = watch::channel(false);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -79,13 +86,20 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
+        let mut closing = closing_rx.clone();
         tokio::spawn(async move {
             // hyper's header timeout starts once it knows the protocol, which takes a first
-            // byte: a client that sends nothing is closed after the same timeout.
+            // byte: a client that sends nothing is closed after the same timeout, or at
+            // shutdown.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+            tokio::select! {
+                peeked = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
+                    match peeked {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                }
+                _ = closing.wait_for(|c| *c) => return,
             }
             let conn = builder
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
@@ -95,5 +109,6 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = closing_tx.send(true);
     graceful.shutdown().await;
 }
