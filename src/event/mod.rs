@@ -146,6 +146,26 @@ impl<'a> EventData<'a> {
         }
     }
 
+    /// Shared keys as an event of their own (to add keys to them with [`Self::insert`]);
+    /// [`Self::into_shared`] turns them back. The index moves, it is not rebuilt.
+    pub fn from_shared(shared: Shared<'a>) -> Self {
+        Self {
+            own: shared.obj,
+            index: shared.index,
+            dotted_keys: shared.dotted_keys,
+            shared: None,
+        }
+    }
+
+    /// The event's own keys as shared keys (what it reads through is not included).
+    pub fn into_shared(self) -> Shared<'a> {
+        Shared {
+            obj: self.own,
+            index: self.index,
+            dotted_keys: self.dotted_keys,
+        }
+    }
+
     /// An event whose missing keys are read from `shared`.
     pub fn with_shared(own: Obj<'a>, shared: &'a Shared<'a>) -> Self {
         let mut e = Self::new(own);
@@ -168,6 +188,16 @@ impl<'a> EventData<'a> {
             Some(i) => Some(&self.own.0[i].1),
             None => self.shared.and_then(|s| s.get_hashed(key, hash)),
         }
+    }
+
+    /// An own key only (not read through to the shared keys).
+    pub fn get_own(&self, key: &str) -> Option<&Val<'a>> {
+        self.index.find(&self.own, key).map(|i| &self.own.0[i].1)
+    }
+
+    /// The request's shared keys this event reads through, if any.
+    pub fn shared(&self) -> Option<&'a Shared<'a>> {
+        self.shared
     }
 
     pub fn contains(&self, key: &str) -> bool {

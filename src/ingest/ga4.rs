@@ -27,17 +27,52 @@ fn is_common_cookie(name: &str) -> bool {
 
 /// The server-added keys, and a generated `event_id` when the event has neither an
 /// `event_id` nor a `transaction_id` (all tags then use the same id).
+///
+/// An event that reads `shared` keys finds the server-added ones there
+/// ([`enrich_shared`] ran first): only what its own keys override is set on it.
 fn enrich<'a>(
     (obj, shared): (Obj<'a>, Option<&'a Shared<'a>>),
     ip: &'a str,
-    info: &RequestInfo<'a>,
+    user_agent: Option<&'a str>,
     cookies: &Obj<'a>,
-    ua_from_header: bool,
 ) -> EventData<'a> {
     let mut e = match shared {
         Some(shared) => EventData::with_shared(obj, shared),
         None => EventData::new(obj),
     };
+    server_keys(&mut e, ip, user_agent);
+    // The request's cookies replace an event's `common_cookie` (shared keys carry them).
+    if !cookies.is_empty() && (shared.is_none() || e.get_own("common_cookie").is_some()) {
+        e.insert("common_cookie", Val::Obj(cookies.clone()));
+    }
+    let has_id = ["event_id", "transaction_id"]
+        .iter()
+        .any(|k| e.get(k).and_then(value_text).is_some());
+    if !has_id {
+        e.insert("event_id", Val::string(new_event_id()));
+    }
+    e
+}
+
+/// The server-added keys on the keys a request's events share (a gtag URL's), once per
+/// request instead of once per event: `ip_override`, `user_agent`, `common_cookie`.
+fn enrich_shared<'a>(
+    shared: Shared<'a>,
+    ip: &'a str,
+    user_agent: Option<&'a str>,
+    cookies: &Obj<'a>,
+) -> Shared<'a> {
+    let mut e = EventData::from_shared(shared);
+    server_keys(&mut e, ip, user_agent);
+    if !cookies.is_empty() {
+        e.insert("common_cookie", Val::Obj(cookies.clone()));
+    }
+    e.into_shared()
+}
+
+/// `ip_override` (kept when valid) and `user_agent` (the header's, for browser traffic)
+/// where the event has none.
+fn server_keys<'a>(e: &mut EventData<'a>, ip: &'a str, user_agent: Option<&'a str>) {
     // An event's own `ip_override` (kept only with the ingest key) must be an address.
     let own = e
         .text("ip_override")
@@ -50,21 +85,11 @@ fn enrich<'a>(
         }
         None => e.insert("ip_override", Val::str(ip)),
     }
-    if ua_from_header && !e.contains("user_agent") {
-        if let Some(ua) = info.user_agent {
+    if !e.contains("user_agent") {
+        if let Some(ua) = user_agent {
             e.insert("user_agent", Val::str(ua));
         }
     }
-    if !cookies.is_empty() {
-        e.insert("common_cookie", Val::Obj(cookies.clone()));
-    }
-    let has_id = ["event_id", "transaction_id"]
-        .iter()
-        .any(|k| e.get(k).and_then(value_text).is_some());
-    if !has_id {
-        e.insert("event_id", Val::string(new_event_id()));
-    }
-    e
 }
 
 fn common_cookies<'a>(info: &RequestInfo<'a>) -> Obj<'a> {
@@ -126,13 +151,13 @@ async fn gtag(state: &AppState, info: &RequestInfo<'_>, query: &str, body: &str)
         metrics::counter!("tagbridge_ingest_skipped_lines_total").increment(split.skipped as u64);
     }
     let cookies = common_cookies(info);
-    let shared = &split.shared;
+    let shared = &enrich_shared(split.shared, &info.client_ip, info.user_agent, &cookies);
     let events: Vec<EventData<'_>> = split
         .events
         .into_iter()
         .map(|(o, reads_shared)| {
             let with = (o, reads_shared.then_some(shared));
-            enrich(with, &info.client_ip, info, &cookies, true)
+            enrich(with, &info.client_ip, info.user_agent, &cookies)
         })
         .collect();
     match state.run(info, &events).await {
@@ -172,10 +197,90 @@ pub async fn mp_post(
     let events: Vec<EventData<'_>> = parsed
         .events
         .into_iter()
-        .map(|o| enrich((o, None), &ip, &info, &cookies, false))
+        .map(|o| enrich((o, None), &ip, None, &cookies))
         .collect();
     match state.run(&info, &events).await {
         Ok(outcome) => with_cookies(StatusCode::NO_CONTENT.into_response(), &outcome.cookies),
         Err(e) => state.reject(&info, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enriching the URL's keys once (split events) gives every event exactly what
+    /// enriching each merged event gives it.
+    #[test]
+    fn shared_enrichment_matches_per_event_enrichment() {
+        let url = |extra: &str| format!("v=2&tid=G-1&cid=1.2&dl=https%3A%2F%2Fx%2F{extra}");
+        let cases = [
+            (
+                url(""),
+                "en=page_view&_et=1\nen=purchase&ep.transaction_id=T1",
+            ),
+            (
+                url("&ep.ip_override=9.9.9.9"),
+                "en=a\nen=b&ep.ip_override=bad",
+            ),
+            (
+                url("&ep.ip_override=bad"),
+                "en=a\nen=b&ep.ip_override=8.8.8.8",
+            ),
+            (
+                url("&ep.user_agent=UA-url"),
+                "en=a\nen=b&ep.user_agent=UA-line",
+            ),
+            (url("&ep.common_cookie=x"), "en=a\nen=b&ep.common_cookie=y"),
+            (url("&ep.event_id=E-url"), "en=a\nen=b&ep.event_id=E-line"),
+            (
+                url(""),
+                "en=a&ep.user_agent=own\nen=b&ep.ip_override=7.7.7.7",
+            ),
+            (
+                url(""),
+                "en=a&ep.common_cookie=own\nen=b&ep.ip_override=bad",
+            ),
+        ];
+        let mut cookies = Obj::new();
+        cookies.insert("_epik", Val::str("ep1"));
+        for (query, body) in &cases {
+            let decoded = gtag_parse::decode(query, body).expect("decodes");
+            let (merged, _) = decoded.events(true).expect("events");
+            let want: Vec<serde_json::Value> = merged
+                .into_iter()
+                .map(|o| enrich((o, None), "1.1.1.1", Some("UA-header"), &cookies))
+                .map(|e| without_generated_id(e.to_json()))
+                .collect();
+            let split = decoded.split_events(true).expect("split");
+            let shared = &enrich_shared(split.shared, "1.1.1.1", Some("UA-header"), &cookies);
+            let got: Vec<serde_json::Value> = split
+                .events
+                .into_iter()
+                .map(|(o, reads)| {
+                    enrich(
+                        (o, reads.then_some(shared)),
+                        "1.1.1.1",
+                        Some("UA-header"),
+                        &cookies,
+                    )
+                })
+                .map(|e| without_generated_id(e.to_json()))
+                .collect();
+            assert_eq!(got, want, "{query} {body}");
+        }
+    }
+
+    /// A generated id is random: replaced by a marker when it has the shape of one.
+    fn without_generated_id(mut v: serde_json::Value) -> serde_json::Value {
+        if let Some(id) = v.get_mut("event_id") {
+            if id
+                .as_str()
+                .is_some_and(|s| s.len() == 36 && s.matches('-').count() == 4)
+            {
+                *id = "generated".into();
+            }
+        }
+        v
     }
 }

@@ -117,7 +117,7 @@ impl AppState {
         events: &[EventData<'_>],
     ) -> Result<Outcome, IngestError> {
         let redacted: Vec<EventData<'_>>;
-        let events = if events.iter().any(|e| self.redactor.needed(e)) {
+        let events = if self.redactor.needed_any(events) {
             redacted = events.iter().map(|e| self.redactor.apply(e)).collect();
             &redacted
         } else {

@@ -6,7 +6,7 @@
 //! (`utm_*`, `epik`, `gclid`) stay byte for byte. What is redacted here reaches neither a
 //! destination, nor the queue, nor the logs, nor the debug page.
 
-use crate::event::{EventData, Val};
+use crate::event::{EventData, Shared, Val};
 
 /// The keys of event data that hold URLs (the canonical ones and the `/data` aliases that
 /// stay in the event beside them).
@@ -20,6 +20,10 @@ pub const URL_KEYS: [&str; 8] = [
     "href",
     "referrer",
 ];
+
+/// The searcher for `%40` (an encoded `@`), built once rather than per URL.
+static ENCODED_AT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"%40"));
 
 /// What replaces redacted text.
 pub const REDACTED: &str = "(redacted)";
@@ -41,10 +45,29 @@ impl Redactor {
         }
     }
 
-    /// Whether any URL of the event needs redaction (a cheap scan; the common case is no).
-    pub fn needed(&self, e: &EventData<'_>) -> bool {
+    /// Whether any URL of any of `events` needs redaction (a cheap scan; the common case
+    /// is no). The keys a request's events
+    /// share (a gtag URL's) are scanned once, not once per event; an event's own keys
+    /// after them (a shared URL an own key overrides can only make the answer a
+    /// needless yes: [`Self::apply`] then changes nothing).
+    pub fn needed_any(&self, events: &[EventData<'_>]) -> bool {
+        let mut scanned: Option<&Shared<'_>> = None;
+        events.iter().any(|e| {
+            if let Some(s) = e.shared() {
+                if !scanned.is_some_and(|done| std::ptr::eq(done, s)) {
+                    scanned = Some(s);
+                    if self.urls_need(|k| s.get(k)) {
+                        return true;
+                    }
+                }
+            }
+            self.urls_need(|k| e.get_own(k))
+        })
+    }
+
+    fn urls_need<'v, 'a: 'v>(&self, get: impl Fn(&str) -> Option<&'v Val<'a>>) -> bool {
         URL_KEYS.iter().any(|k| {
-            e.get(k)
+            get(k)
                 .and_then(Val::as_str)
                 .is_some_and(|u| self.may_need(u))
         })
@@ -57,7 +80,7 @@ impl Redactor {
     fn may_need(&self, url: &str) -> bool {
         let b = url.as_bytes();
         // `%40` has no letters, so no case to ignore.
-        if memchr::memchr(b'@', b).is_some() || memchr::memmem::find(b, b"%40").is_some() {
+        if memchr::memchr(b'@', b).is_some() || ENCODED_AT.find(b).is_some() {
             return true;
         }
         if self.params.is_empty() {
@@ -240,6 +263,31 @@ mod tests {
         } else {
             r.redact_params(&out)
         }
+    }
+
+    /// Shared URLs are read once per request, own URLs per event; either can need it.
+    #[test]
+    fn needed_any_reads_shared_and_own_urls() {
+        use crate::event::{Obj, Shared};
+        let r = Redactor::new(&[]);
+        let obj = |pairs: &[(&'static str, &'static str)]| {
+            let mut o = Obj::new();
+            for (k, v) in pairs {
+                o.insert(*k, Val::str(v));
+            }
+            o
+        };
+        let clean = Shared::new(obj(&[("page_location", "https://x/?a=1")]));
+        let dirty = Shared::new(obj(&[("page_referrer", "https://x/?m=a%40b.c")]));
+        let own_clean = || obj(&[("event_name", "a")]);
+        let own_dirty = || obj(&[("url", "https://x/u/a@b.c")]);
+        let with = |own, s| EventData::with_shared(own, s);
+        assert!(!r.needed_any(&[with(own_clean(), &clean), with(own_clean(), &clean)]));
+        assert!(r.needed_any(&[with(own_clean(), &clean), with(own_dirty(), &clean)]));
+        assert!(r.needed_any(&[with(own_clean(), &dirty), with(own_clean(), &dirty)]));
+        assert!(r.needed_any(&[with(own_clean(), &clean), with(own_clean(), &dirty)]));
+        assert!(r.needed_any(&[EventData::new(own_dirty())]));
+        assert!(!r.needed_any(&[EventData::new(own_clean())]));
     }
 
     #[test]
