@@ -89,11 +89,34 @@ impl TagMetrics {
             SkipReason::ConsentDenied => &self.skipped_consent,
         }
     }
+}
 
-    fn count_match_keys(&self, bits: u32) {
-        for (i, c) in self.match_keys.iter().enumerate() {
-            if bits & (1 << i) != 0 {
-                c.increment(1);
+/// One tag's counts over one request's events, added to its counters once per request
+/// (an atomic add per counter, not per event).
+#[derive(Default)]
+struct Tally {
+    mapped: u64,
+    /// Events per match key (bit `i` of the tag's match keys).
+    keys: [u64; 32],
+}
+
+impl Tally {
+    fn add_match_keys(&mut self, bits: u32) {
+        let mut rest = bits;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            self.keys[i] += 1;
+            rest &= rest - 1;
+        }
+    }
+
+    fn flush(&self, m: &TagMetrics) {
+        if self.mapped > 0 {
+            m.mapped.increment(self.mapped);
+        }
+        for (counter, n) in m.match_keys.iter().zip(self.keys) {
+            if n > 0 {
+                counter.increment(n);
             }
         }
     }
@@ -222,6 +245,7 @@ impl Pipeline {
         let mut body = Vec::with_capacity(1024);
         let mut dropped = Dropped::default();
         let mut too_large = 0usize;
+        let mut tallies: Vec<Tally> = self.tags.iter().map(|_| Tally::default()).collect();
         for (ei, event) in events.iter().enumerate() {
             let mut per_tag = Vec::with_capacity(self.tags.len());
             let mut traces = Vec::new();
@@ -263,8 +287,8 @@ impl Pipeline {
                         }
                     }
                     TagDecision::Send(ob) => {
-                        slot.metrics.mapped.increment(1);
-                        slot.metrics.count_match_keys(out.match_keys);
+                        tallies[ti].mapped += 1;
+                        tallies[ti].add_match_keys(out.match_keys);
                         let (reply, rx) = if slot.tag.wait_for_response() {
                             let (tx, rx) = oneshot::channel();
                             (Some(tx), Some(rx))
@@ -333,6 +357,9 @@ impl Pipeline {
                 client_id: event.text("client_id").map(|t| t.into_owned()),
                 tags: Vec::new(),
             });
+        }
+        for (tally, slot) in tallies.iter().zip(&self.tags) {
+            tally.flush(&slot.metrics);
         }
         // One aggregated line per request, never one per value (and never the values).
         if dropped.any() || too_large > 0 {
