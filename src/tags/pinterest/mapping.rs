@@ -380,8 +380,9 @@ fn match_keys(ev: &Obj<'_>) -> u32 {
     let has = |k: &str| ud.get(k).is_some_and(|v| !is_empty_clean(v));
     let mut bits = 0;
     for (i, key) in names::MATCH_KEYS.iter().enumerate() {
-        let present = match key.split_once('+') {
-            Some((a, b)) => has(a) && has(b),
+        // A byte scan: `split_once` sets up a searcher per key.
+        let present = match key.bytes().position(|b| b == b'+') {
+            Some(plus) => has(&key[..plus]) && has(&key[plus + 1..]),
             None => has(key),
         };
         if present {
