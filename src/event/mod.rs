@@ -62,6 +62,30 @@ impl<'a> Shared<'a> {
     }
 }
 
+/// A dotted path read from many events (a tag's source paths): split and hashed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPath {
+    full: Box<str>,
+    /// Length of the first segment (the top-level key).
+    head_len: usize,
+    head_hash: usize,
+}
+
+impl KeyPath {
+    pub fn new(path: &str) -> Self {
+        let head_len = memchr::memchr(b'.', path.as_bytes()).unwrap_or(path.len());
+        Self {
+            full: path.into(),
+            head_len,
+            head_hash: key_hash(&path[..head_len]),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
 /// An open-addressing hash index over an object's keys (positions; the last duplicate
 /// wins). Mapping reads dozens of keys per event: this keeps each read a hash and a
 /// compare instead of a search.
@@ -251,6 +275,23 @@ impl<'a> EventData<'a> {
             from = dot + 1;
         }
         None
+    }
+
+    /// [`Self::get_path`] for a path resolved once ([`KeyPath`]): one hashed lookup (its
+    /// first segment's hash is known) and a descent, unless a key with a dot could match.
+    pub fn get_key_path(&self, path: &KeyPath) -> Option<&Val<'a>> {
+        if self.dotted_keys {
+            return self.get_path(&path.full);
+        }
+        let head = &path.full[..path.head_len];
+        let v = match self.index.find_hashed(&self.own, head, path.head_hash) {
+            Some(i) => Some(&self.own.0[i].1),
+            None => self.shared.and_then(|s| s.get_hashed(head, path.head_hash)),
+        }?;
+        match path.full.get(path.head_len + 1..) {
+            Some(tail) => descend(v, tail),
+            None => Some(v),
+        }
     }
 
     /// Whether a path could name a key with a dot in it (`get_path("a.b")` finding the key
@@ -519,6 +560,43 @@ mod tests {
         );
         assert_eq!(e.get_path("items.1.item_id"), None);
         assert_eq!(e.get_path("user_data.nope"), None);
+    }
+
+    proptest::proptest! {
+        /// A path resolved once reads what the path reads, own and shared keys, with and
+        /// without dotted keys.
+        #[test]
+        fn key_paths_read_what_paths_read(
+            own in proptest::collection::vec((0usize..7, 0usize..4), 0..6),
+            shared in proptest::collection::vec((0usize..7, 0usize..4), 0..6),
+            path in proptest::collection::vec(0usize..7, 1..4),
+        ) {
+            const KEYS: [&str; 7] = ["a", "b", "a.b", "user_data", "0", "address", "a.b.c"];
+            let values = [
+                json!("x"),
+                json!({"b": "y", "c": {"d": 1}, "address": [{"city": "P"}]}),
+                json!([{"b": "z"}, {"c": 2}]),
+                json!({"b.c": "dotted"}),
+            ];
+            let obj = |pairs: &[(usize, usize)]| {
+                let map: serde_json::Map<String, Value> = pairs
+                    .iter()
+                    .map(|(k, v)| (KEYS[*k].to_owned(), values[*v].clone()))
+                    .collect();
+                Value::Object(map)
+            };
+            let (own_json, shared_json) = (obj(&own), obj(&shared));
+            let Val::Obj(shared_obj) = Val::from_json(&shared_json) else { panic!() };
+            let Val::Obj(own_obj) = Val::from_json(&own_json) else { panic!() };
+            let shared = Shared::new(shared_obj);
+            let event = EventData::with_shared(own_obj, &shared);
+            let path: Vec<&str> = path.iter().map(|i| ["a", "b", "c", "d", "0", "1", "address"][*i]).collect();
+            let path = path.join(".");
+            proptest::prop_assert_eq!(event.get_key_path(&KeyPath::new(&path)), event.get_path(&path));
+            for key in KEYS {
+                proptest::prop_assert_eq!(event.get_key_path(&KeyPath::new(key)), event.get_path(key));
+            }
+        }
     }
 
     #[test]

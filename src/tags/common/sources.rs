@@ -6,38 +6,67 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event::{is_blank, value_text, EventData, Obj, RequestContext, Val};
+use crate::event::{is_blank, value_text, EventData, KeyPath, Obj, RequestContext, Val};
 
-/// Reads a source path. `@address.FIELD` means `user_data.address.FIELD` where `address`
-/// is an object or a list of them (the first is used).
-pub fn source<'v, 'a>(event: &'v EventData<'a>, path: &str) -> Option<&'v Val<'a>> {
-    match path.strip_prefix("@address.") {
-        Some(field) => {
-            let address = event.get_path("user_data.address")?;
-            let address = match address {
-                Val::Arr(items) => items.first()?,
-                other => other,
-            };
-            address.as_obj()?.get(field)
+/// A source path resolved once (at config load): reading it from an event is a hashed
+/// lookup without splitting or hashing the path again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePath {
+    /// A dotted path of the event data.
+    Path(KeyPath),
+    /// `@address.FIELD`: `FIELD` of `user_data.address` (an object or a list of them).
+    Address(Box<str>),
+}
+
+impl SourcePath {
+    pub fn new(path: &str) -> Self {
+        match path.strip_prefix("@address.") {
+            Some(field) => SourcePath::Address(field.into()),
+            None => SourcePath::Path(KeyPath::new(path)),
         }
-        None => event.get_path(path),
+    }
+
+    /// Whether the path can only match inside `user_data`.
+    fn in_user_data(&self) -> bool {
+        match self {
+            SourcePath::Address(_) => true,
+            SourcePath::Path(p) => p.as_str().starts_with("user_data."),
+        }
+    }
+
+    /// Reads the path ([`source`]'s rules).
+    pub fn read<'v, 'a>(&self, event: &'v EventData<'a>) -> Option<&'v Val<'a>> {
+        match self {
+            SourcePath::Path(p) => event.get_key_path(p),
+            SourcePath::Address(field) => {
+                let address = event.get_key_path(&USER_DATA_ADDRESS)?;
+                let address = match address {
+                    Val::Arr(items) => items.first()?,
+                    other => other,
+                };
+                address.as_obj()?.get(field)
+            }
+        }
     }
 }
 
+static USER_DATA_ADDRESS: std::sync::LazyLock<KeyPath> =
+    std::sync::LazyLock::new(|| KeyPath::new("user_data.address"));
+
 /// The first of `paths` with a non-blank value.
-pub fn first_source<'v, 'a>(event: &'v EventData<'a>, paths: &[&str]) -> Option<&'v Val<'a>> {
+pub fn first_source<'v, 'a>(event: &'v EventData<'a>, paths: &[SourcePath]) -> Option<&'v Val<'a>> {
     // Most events carry no `user_data`: its paths cannot match then (unless a key with a
     // dot could stand for one), so they are not looked up.
     let mut has_user_data = None;
     paths
         .iter()
         .filter(|p| {
-            !(p.starts_with("user_data.") || p.starts_with("@address."))
+            !p.in_user_data()
                 || *has_user_data.get_or_insert_with(|| {
                     event.has_dotted_keys() || event.get("user_data").is_some()
                 })
         })
-        .filter_map(|p| source(event, p))
+        .filter_map(|p| p.read(event))
         .find(|v| !is_blank(v))
 }
 
@@ -183,14 +212,14 @@ fn looks_like_from(key: &str) -> bool {
 #[derive(Debug, Clone)]
 pub enum Override {
     Literal(Val<'static>),
-    From(String),
+    From(KeyPath),
 }
 
 impl From<&OverrideValue> for Override {
     fn from(v: &OverrideValue) -> Self {
         match v {
             OverrideValue::Literal(l) => Override::Literal(Val::from_json(l).into_owned()),
-            OverrideValue::From(FromPath { from }) => Override::From(from.trim().to_owned()),
+            OverrideValue::From(FromPath { from }) => Override::From(KeyPath::new(from.trim())),
         }
     }
 }
@@ -214,7 +243,7 @@ pub fn apply_overrides<'e>(
     for (key, o) in overrides {
         let v: Option<Val<'e>> = match o {
             Override::Literal(l) => Some(l.reborrow()),
-            Override::From(path) => event.get_path(path).map(Val::reborrow),
+            Override::From(path) => event.get_key_path(path).map(Val::reborrow),
         };
         if let Some(v) = v.filter(|v| !is_blank(v)) {
             target.insert(key.as_str(), v);

@@ -158,7 +158,7 @@ fn build_user_data<'e>(
             raw.push("client_user_agent", Val::Str(clip_cow(ua, MAX_USER_AGENT)));
         }
     }
-    for (key, paths) in names::USER_SOURCES {
+    for (key, paths) in &plan.user_sources {
         if let Some(v) = first_source(event, paths) {
             raw.insert(*key, v.reborrow());
         }

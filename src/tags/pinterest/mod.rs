@@ -21,7 +21,7 @@ pub use settings::{
 use super::{
     common::{
         gate::{norm_name, TriggerMatcher},
-        sources::{prepare, Override},
+        sources::{prepare, Override, SourcePath},
     },
     Gate, MapReport, Mapper, Outbound, SetCookie, StandardTag, TagSettings,
 };
@@ -49,6 +49,8 @@ pub struct Plan {
     server_event_data: Vec<(String, Override)>,
     user_data: Vec<(String, Override)>,
     custom_data: Vec<(String, Override)>,
+    /// [`names::USER_SOURCES`], resolved once.
+    user_sources: Vec<(&'static str, Vec<SourcePath>)>,
 }
 
 /// Pinterest's mapping.
@@ -75,6 +77,10 @@ impl PinterestTag {
             server_event_data: prepare(&settings.server_event_data),
             user_data: prepare(&settings.user_data),
             custom_data: prepare(&settings.custom_data),
+            user_sources: names::USER_SOURCES
+                .iter()
+                .map(|(key, paths)| (*key, paths.iter().map(|p| SourcePath::new(p)).collect()))
+                .collect(),
         };
         StandardTag {
             gate: Gate {
