@@ -125,7 +125,12 @@ impl AppState {
         };
         let result = self
             .pipeline
-            .run(events, &info.ctx, info.request_bytes)
+            .run(
+                events,
+                &info.ctx,
+                info.request_bytes,
+                info.endpoint == Endpoint::Data,
+            )
             .await;
         if self.recorder.enabled() {
             if let Ok(outcome) = &result {

@@ -145,8 +145,9 @@ pub struct TagReport {
     pub detail: Option<String>,
 }
 
-/// The pipeline's result for one event.
-#[derive(Debug, Clone)]
+/// The pipeline's result for one event (ids only when the caller asked for them; tag
+/// reports only when a tag waits for its destination).
+#[derive(Debug, Clone, Default)]
 pub struct Processed {
     /// The id tags use for this event (`event_id`, else `transaction_id`).
     pub event_id: Option<String>,
@@ -196,7 +197,9 @@ struct Evaluated {
 
 impl Pipeline {
     /// Runs the four steps for one request's events. `request_bytes` is the request's own
-    /// size (URL, headers, body): the budget of what it may queue.
+    /// size (URL, headers, body): the budget of what it may queue. `ids`: whether the
+    /// answer reports each event's ids ([`Processed`]; `/data` does, GA4 endpoints answer
+    /// 204).
     ///
     /// # Errors
     /// [`IngestError::Expands`] past the budget; [`IngestError::QueueFull`],
@@ -207,13 +210,14 @@ impl Pipeline {
         events: &[EventData<'_>],
         req: &RequestContext<'_>,
         request_bytes: usize,
+        ids: bool,
     ) -> Result<Outcome, IngestError> {
         let Evaluated {
             batch,
             slots,
             mut outcome,
             traced_seqs,
-        } = self.evaluate(events, req);
+        } = self.evaluate(events, req, ids);
         let budget = request_bytes
             .saturating_mul(AMPLIFICATION)
             .saturating_add(events.len().saturating_mul(PER_EVENT_ALLOWANCE));
@@ -230,14 +234,15 @@ impl Pipeline {
     }
 
     /// Step 1: every tag on every event.
-    fn evaluate(&self, events: &[EventData<'_>], req: &RequestContext<'_>) -> Evaluated {
+    fn evaluate(&self, events: &[EventData<'_>], req: &RequestContext<'_>, ids: bool) -> Evaluated {
         let received_ms = unix_ms(req.received_at);
         // Room for a typical event per event (the batch would otherwise grow by copying).
         let mut batch = AppendBatch::with_capacity(events.len().saturating_mul(1024));
+        let waited = self.tags.iter().any(|s| s.tag.wait_for_response());
         let mut outcome = Outcome {
             events: Vec::with_capacity(events.len()),
             cookies: Vec::new(),
-            waited: self.tags.iter().any(|s| s.tag.wait_for_response()),
+            waited,
             traces: Vec::new(),
         };
         let mut slots = Vec::with_capacity(events.len());
@@ -247,7 +252,8 @@ impl Pipeline {
         let mut too_large = 0usize;
         let mut tallies: Vec<Tally> = self.tags.iter().map(|_| Tally::default()).collect();
         for (ei, event) in events.iter().enumerate() {
-            let mut per_tag = Vec::with_capacity(self.tags.len());
+            // Per-tag reports go into an answer only when a tag waits for its destination.
+            let mut per_tag = Vec::with_capacity(if waited { self.tags.len() } else { 0 });
             let mut traces = Vec::new();
             for (ti, slot) in self.tags.iter().enumerate() {
                 let out = slot.tag.evaluate(event, req, &mut body);
@@ -277,11 +283,13 @@ impl Pipeline {
                     {
                         too_large += 1;
                         slot.metrics.too_large.increment(1);
-                        per_tag.push(Slot::Done(TagReport {
-                            name: name.to_owned(),
-                            status: "failed",
-                            detail: Some("too_large".into()),
-                        }));
+                        if waited {
+                            per_tag.push(Slot::Done(TagReport {
+                                name: name.to_owned(),
+                                status: "failed",
+                                detail: Some("too_large".into()),
+                            }));
+                        }
                         if self.trace {
                             traces.push(trace("too_large", Some("too_large"), false, &body));
                         }
@@ -310,7 +318,9 @@ impl Pipeline {
                             &body,
                             reply,
                         );
-                        per_tag.push(Slot::Queued(name.to_owned(), rx));
+                        if waited {
+                            per_tag.push(Slot::Queued(name.to_owned(), rx));
+                        }
                         if self.trace {
                             traced_seqs.push((ei, ti, seq));
                             traces.push(trace("queued", None, true, &body));
@@ -331,14 +341,18 @@ impl Pipeline {
                             1,
                             true,
                         ));
-                        per_tag.push(Slot::Done(skipped(name, "dry_run")));
+                        if waited {
+                            per_tag.push(Slot::Done(skipped(name, "dry_run")));
+                        }
                         if self.trace {
                             traces.push(trace("dry_run", Some("dry_run"), true, &body));
                         }
                     }
                     TagDecision::Skip(reason) => {
                         slot.metrics.skipped(reason).increment(1);
-                        per_tag.push(Slot::Done(skipped(name, reason.as_str())));
+                        if waited {
+                            per_tag.push(Slot::Done(skipped(name, reason.as_str())));
+                        }
                         if self.trace {
                             traces.push(trace("skipped", Some(reason.as_str()), false, &body));
                         }
@@ -349,13 +363,16 @@ impl Pipeline {
             if self.trace {
                 outcome.traces.push(traces);
             }
-            outcome.events.push(Processed {
-                event_id: event
-                    .text("event_id")
-                    .or_else(|| event.text("transaction_id"))
-                    .map(|t| t.into_owned()),
-                client_id: event.text("client_id").map(|t| t.into_owned()),
-                tags: Vec::new(),
+            outcome.events.push(match ids {
+                true => Processed {
+                    event_id: event
+                        .text("event_id")
+                        .or_else(|| event.text("transaction_id"))
+                        .map(|t| t.into_owned()),
+                    client_id: event.text("client_id").map(|t| t.into_owned()),
+                    tags: Vec::new(),
+                },
+                false => Processed::default(),
             });
         }
         for (tally, slot) in tallies.iter().zip(&self.tags) {
