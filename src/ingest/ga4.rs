@@ -40,7 +40,10 @@ fn enrich<'a>(
         Some(shared) => EventData::with_shared(obj, shared),
         None => EventData::new(obj),
     };
-    server_keys(&mut e, ip, user_agent);
+    // Shared keys hold valid server-added ones: only an event's own can change anything.
+    if shared.is_none() || e.get_own("ip_override").is_some() || e.get_own("user_agent").is_some() {
+        server_keys(&mut e, ip, user_agent);
+    }
     // The request's cookies replace an event's `common_cookie` (shared keys carry them).
     if !cookies.is_empty() && (shared.is_none() || e.get_own("common_cookie").is_some()) {
         e.insert("common_cookie", Val::Obj(cookies.clone()));

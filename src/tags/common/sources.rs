@@ -11,34 +11,40 @@ use crate::event::{is_blank, value_text, EventData, KeyPath, Obj, RequestContext
 /// A source path resolved once (at config load): reading it from an event is a hashed
 /// lookup without splitting or hashing the path again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourcePath {
+pub struct SourcePath {
+    read: Read,
+    /// Whether the path can only match inside `user_data`.
+    in_user_data: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Read {
     /// A dotted path of the event data.
     Path(KeyPath),
-    /// `@address.FIELD`: `FIELD` of `user_data.address` (an object or a list of them).
+    /// `@address.FIELD`: `FIELD` of `user_data.address`, an object or a list of them (the
+    /// first is used).
     Address(Box<str>),
 }
 
 impl SourcePath {
     pub fn new(path: &str) -> Self {
         match path.strip_prefix("@address.") {
-            Some(field) => SourcePath::Address(field.into()),
-            None => SourcePath::Path(KeyPath::new(path)),
+            Some(field) => Self {
+                read: Read::Address(field.into()),
+                in_user_data: true,
+            },
+            None => Self {
+                read: Read::Path(KeyPath::new(path)),
+                in_user_data: path.starts_with("user_data."),
+            },
         }
     }
 
-    /// Whether the path can only match inside `user_data`.
-    fn in_user_data(&self) -> bool {
-        match self {
-            SourcePath::Address(_) => true,
-            SourcePath::Path(p) => p.as_str().starts_with("user_data."),
-        }
-    }
-
-    /// Reads the path ([`source`]'s rules).
+    /// Reads the path from `event`.
     pub fn read<'v, 'a>(&self, event: &'v EventData<'a>) -> Option<&'v Val<'a>> {
-        match self {
-            SourcePath::Path(p) => event.get_key_path(p),
-            SourcePath::Address(field) => {
+        match &self.read {
+            Read::Path(p) => event.get_key_path(p),
+            Read::Address(field) => {
                 let address = event.get_key_path(&USER_DATA_ADDRESS)?;
                 let address = match address {
                     Val::Arr(items) => items.first()?,
@@ -61,7 +67,7 @@ pub fn first_source<'v, 'a>(event: &'v EventData<'a>, paths: &[SourcePath]) -> O
     paths
         .iter()
         .filter(|p| {
-            !p.in_user_data()
+            !p.in_user_data
                 || *has_user_data.get_or_insert_with(|| {
                     event.has_dotted_keys() || event.get("user_data").is_some()
                 })
