@@ -73,7 +73,7 @@ pub struct KeyPath {
 
 impl KeyPath {
     pub fn new(path: &str) -> Self {
-        let head_len = memchr::memchr(b'.', path.as_bytes()).unwrap_or(path.len());
+        let head_len = split_dot(path).map_or(path.len(), |(head, _)| head.len());
         Self {
             full: path.into(),
             head_len,
@@ -207,7 +207,11 @@ impl<'a> EventData<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&Val<'a>> {
-        let hash = key_hash(key);
+        self.get_hashed(key, key_hash(key))
+    }
+
+    /// [`Self::get`] with the key's [`key_hash`] known (one hash for own and shared keys).
+    fn get_hashed(&self, key: &str, hash: usize) -> Option<&Val<'a>> {
         match self.index.find_hashed(&self.own, key, hash) {
             Some(i) => Some(&self.own.0[i].1),
             None => self.shared.and_then(|s| s.get_hashed(key, hash)),
@@ -283,11 +287,7 @@ impl<'a> EventData<'a> {
         if self.dotted_keys {
             return self.get_path(&path.full);
         }
-        let head = &path.full[..path.head_len];
-        let v = match self.index.find_hashed(&self.own, head, path.head_hash) {
-            Some(i) => Some(&self.own.0[i].1),
-            None => self.shared.and_then(|s| s.get_hashed(head, path.head_hash)),
-        }?;
+        let v = self.get_hashed(&path.full[..path.head_len], path.head_hash)?;
         match path.full.get(path.head_len + 1..) {
             Some(tail) => descend(v, tail),
             None => Some(v),
