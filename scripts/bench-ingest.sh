@@ -17,7 +17,9 @@
 # connections, DUR seconds per round; ROUNDS rounds alternating the servers; the median
 # round is reported.
 #
-# Reports per endpoint: req/s and p99 of each server, the ratios the targets are stated in
+# Reports per endpoint: req/s, p99 and CPU per request (user + system time of the server's
+# process over the round, divided by its requests; for the gateways also the mock
+# Pinterest's, which shares the machine) of each server, the ratios the targets are stated in
 # (sync0 / durable floor, sync100 / bare, p99 sync0 / p99 durable floor), the gateways'
 # fsyncs per second; then events per Pinterest call, events delivered vs acknowledged, and
 # each gateway's peak RSS.
@@ -40,10 +42,10 @@ G0=127.0.0.1:19997 G0_ADMIN=127.0.0.1:19987 G100=127.0.0.1:19994 G100_ADMIN=127.
 for a in $MOCK $BARE $FLOOR $WFLOOR $G0 $G0_ADMIN $G100 $G100_ADMIN; do
   if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then echo "$a is in use (a stray server?)"; exit 1; fi
 done
-target/release/examples/mock_pinterest "$MOCK" 2>/dev/null & pids+=($!)
-target/release/examples/bare "$BARE" 2>/dev/null & pids+=($!)
-target/release/examples/durable_floor "$FLOOR" "$tmp/floor" 2>/dev/null & pids+=($!)
-target/release/examples/durable_floor "$WFLOOR" "$tmp/wfloor" 100 2>/dev/null & pids+=($!)
+target/release/examples/mock_pinterest "$MOCK" 2>/dev/null & pids+=($!); mockpid=$!
+target/release/examples/bare "$BARE" 2>/dev/null & pids+=($!); barepid=$!
+target/release/examples/durable_floor "$FLOOR" "$tmp/floor" 2>/dev/null & pids+=($!); floorpid=$!
+target/release/examples/durable_floor "$WFLOOR" "$tmp/wfloor" 100 2>/dev/null & pids+=($!); wfloorpid=$!
 
 gateway() { # $1 listen, $2 admin, $3 sync_interval_ms, $4 queue dir
   cat > "$tmp/$3.yaml" <<YAML
@@ -73,17 +75,23 @@ for a in "$FLOOR" "$WFLOOR"; do for _ in $(seq 1 50); do curl -s -o /dev/null -X
 metric() { curl -fsS "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 # wrk's p99 in ms from its --latency output.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
-run_wrk() { # $1 url, $2 script -> "rps p99ms"
+# CPU time (user + system, in clock ticks) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+run_wrk() { # $1 url, $2 script -> "rps p99ms requests"
   local out; out=$(wrk -t1 -c"$CONN" -d"${DUR}s" --latency -s "$2" "$1")
   local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local n; n=$(awk '/requests in/ {print $1}' <<<"$out")
   local p99; p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   if [ -n "$non2xx" ]; then echo "!! $non2xx non-2xx answers from $1" >&2; fi
-  echo "$rps $p99"
+  echo "$rps $p99 ${n:-0}"
 }
+# Microseconds of CPU per request from two tick readings.
+per_req() { awk -v a="$1" -v b="$2" -v n="$3" -v t="$TICK" 'BEGIN {printf "%.1f", (n ? (b - a) * 1e6 / t / n : 0)}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A RPS P99 SYNCS
+declare -A RPS P99 SYNCS CPU MOCKCPU
 ack0=$(metric "$G0_ADMIN" tagbridge_events_queued_total); ack0=${ack0:-0}
 ack100=$(metric "$G100_ADMIN" tagbridge_events_queued_total); ack100=${ack100:-0}
 for ep in $ENDPOINTS; do
@@ -95,11 +103,16 @@ for ep in $ENDPOINTS; do
   for r in $(seq 1 "$ROUNDS"); do
     for s in bare floor wfloor sync0 sync100; do
       case $s in
-        bare) addr=$BARE ;; floor) addr=$FLOOR ;; wfloor) addr=$WFLOOR ;;
-        sync0) addr=$G0; admin=$G0_ADMIN ;; sync100) addr=$G100; admin=$G100_ADMIN ;;
+        bare) addr=$BARE; pid=$barepid ;; floor) addr=$FLOOR; pid=$floorpid ;;
+        wfloor) addr=$WFLOOR; pid=$wfloorpid ;;
+        sync0) addr=$G0; admin=$G0_ADMIN; pid=$gpid0 ;;
+        sync100) addr=$G100; admin=$G100_ADMIN; pid=$gpid100 ;;
       esac
       c0=0; [ "${s#sync}" != "$s" ] && c0=$(metric "$admin" tagbridge_queue_commits_total)
-      read -r rps p99 < <(run_wrk "http://$addr$path" "$script")
+      t0=$(ticks "$pid"); m0=$(ticks "$mockpid")
+      read -r rps p99 n < <(run_wrk "http://$addr$path" "$script")
+      t1=$(ticks "$pid"); m1=$(ticks "$mockpid")
+      CPU[$ep.$s]+="$(per_req "$t0" "$t1" "$n") "; MOCKCPU[$ep.$s]+="$(per_req "$m0" "$m1" "$n") "
       if [ "${s#sync}" != "$s" ]; then
         c1=$(metric "$admin" tagbridge_queue_commits_total)
         SYNCS[$ep.$s]+="$(awk -v a="${c0:-0}" -v b="${c1:-0}" -v d="$DUR" 'BEGIN {printf "%.0f", (b-a)/d}') "
@@ -121,13 +134,15 @@ rss0=$(awk '/VmHWM/ {print $2}' "/proc/$gpid0/status"); rss100=$(awk '/VmHWM/ {p
 
 med() { tr ' ' '\n' <<<"${1% }" | median; }
 echo "wrk: 1 thread, $CONN connections, ${DUR}s × $ROUNDS rounds (median), $(nproc) cores, $(date -u +%F)"
-printf '%-10s %-16s %10s %9s %10s %9s\n' endpoint server "req/s" "p99 ms" "fsyncs/s" ""
+printf '%-10s %-16s %10s %9s %10s %12s %13s\n' endpoint server "req/s" "p99 ms" "fsyncs/s" "CPU us/req" "mock us/req"
 for ep in $ENDPOINTS; do
   for s in bare floor wfloor sync0 sync100; do
     name=$s; case $s in bare) name="bare axum";; floor) name="durable floor";; wfloor) name="write floor";;
       sync0) name="gateway sync 0";; sync100) name="gateway sync 100";; esac
     sy=""; [ -n "${SYNCS[$ep.$s]:-}" ] && sy=$(med "${SYNCS[$ep.$s]}")
-    printf '%-10s %-16s %10.0f %9.2f %10s\n' "$ep" "$name" "$(med "${RPS[$ep.$s]}")" "$(med "${P99[$ep.$s]}")" "$sy"
+    mk=""; [ "${s#sync}" != "$s" ] && mk=$(med "${MOCKCPU[$ep.$s]}")
+    printf '%-10s %-16s %10.0f %9.2f %10s %12s %13s\n' "$ep" "$name" "$(med "${RPS[$ep.$s]}")" \
+      "$(med "${P99[$ep.$s]}")" "$sy" "$(med "${CPU[$ep.$s]}")" "$mk"
   done
 done
 echo
