@@ -172,3 +172,141 @@ async fn get_data_and_health_endpoints() {
         json!(["8c87b489ce35cf2e2f39f80e282cb2e804932a56a213983eeeb428407d43b52d"])
     );
 }
+
+/// A wrong path or method on the public listener gets a JSON error too (the 405 with its
+/// `Allow` header), and a preflight still reaches the CORS layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_paths_and_methods_get_json_errors() {
+    let mock = common::mock_pinterest().await;
+    let tag = common::tag(
+        json!({"name": "p", "advertiser_id": "549755885175", "access_token": "tok"}),
+        &mock.uri(),
+    );
+    let server = TestServer::start(common::config_with(vec![tag])).await;
+    let client = reqwest::Client::new();
+    for (method, path, status, allow) in [
+        ("PUT", "/data", 405, Some("GET,HEAD,POST")),
+        ("DELETE", "/g/collect", 405, Some("GET,HEAD,POST")),
+        ("GET", "/mp/collect", 405, Some("POST")),
+        ("OPTIONS", "/data", 405, Some("GET,HEAD,POST")),
+        ("POST", "/healthz", 405, Some("GET,HEAD")),
+        ("GET", "/nope", 404, None),
+        ("POST", "/metrics", 404, None),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = client
+            .request(method.clone(), server.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            allow,
+            "{method} {path}"
+        );
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json",
+            "{method} {path}"
+        );
+        let want = if status == 404 {
+            json!({"error": "no such endpoint"})
+        } else {
+            json!({"error": "method not allowed"})
+        };
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            want,
+            "{method} {path}"
+        );
+    }
+    // A same-site preflight is still answered by the CORS layer.
+    let pre = client
+        .request(reqwest::Method::OPTIONS, server.url("/g/collect"))
+        .header("host", "track.shop.example.com")
+        .header("origin", "https://shop.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(pre.status(), 204);
+    assert_eq!(
+        pre.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    assert_still_serves(&client, &server).await;
+    server.shutdown().await;
+}
+
+/// In the `{"events": [...]}` form, an event's own keys beat the wrapper's whatever alias
+/// either uses: the event's `event` and `url` win over the wrapper's `event_name` and
+/// `page_location`; an event without them reads the wrapper's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_wrapper_own_aliases_beat_shared_keys() {
+    let mock = common::mock_pinterest().await;
+    let tag = common::tag(
+        json!({"name": "p", "advertiser_id": "549755885175", "access_token": "tok"}),
+        &mock.uri(),
+    );
+    let server = TestServer::start(common::config_with(vec![tag])).await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&json!({
+            "event_name": "page_view", "page_location": "https://shop.example.com/list",
+            "user_id": 42,
+            "events": [
+                {"event": "purchase", "url": "https://shop.example.com/thanks", "event_id": "a-1",
+                 "userId": "u-7"},
+                {"event_id": "a-2"}
+            ]
+        }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    server.shutdown().await;
+    let bodies = common::received_bodies(&mock).await;
+    let mut sent: Vec<Value> = bodies
+        .iter()
+        .flat_map(|b| b["data"].as_array().cloned().unwrap_or_default())
+        .collect();
+    sent.sort_by_key(|e| e["event_id"].as_str().unwrap_or_default().to_owned());
+    let summary: Vec<Value> = sent
+        .iter()
+        .map(|e| {
+            json!([
+                e["event_id"],
+                e["event_name"],
+                e["event_source_url"],
+                e["user_data"]["external_id"]
+            ])
+        })
+        .collect();
+    // external_id: SHA-256 of "u-7" (the event's own userId) and of "42" (the wrapper's).
+    assert_eq!(
+        summary,
+        vec![
+            json!([
+                "a-1",
+                "checkout",
+                "https://shop.example.com/thanks",
+                [tagbridge_sha256("u-7")]
+            ]),
+            json!([
+                "a-2",
+                "page_visit",
+                "https://shop.example.com/list",
+                [tagbridge_sha256("42")]
+            ]),
+        ]
+    );
+}
+
+fn tagbridge_sha256(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -443,3 +443,64 @@ async fn configurable_paths_and_ga4_debug_traffic() {
         ]
     );
 }
+
+/// A cookie that is not ASCII (browsers send UTF-8 as it was set) hides no other cookie, a
+/// site with many cookies keeps the ones tags read however late they come, and a UTF-8
+/// User-Agent is used as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_past_non_ascii_and_past_many_others_are_read() {
+    let mock = common::mock_pinterest().await;
+    let server = TestServer::start(config(&mock.uri(), json!({}))).await;
+    let client = reqwest::Client::new();
+    let filler: Vec<String> = (0..80).map(|i| format!("c{i}=v{i}")).collect();
+    let cases = [
+        (
+            "non-ascii",
+            reqwest::header::HeaderValue::from_bytes("city=München; _epik=CLICK1".as_bytes()),
+            "CLICK1",
+        ),
+        (
+            "many",
+            reqwest::header::HeaderValue::from_str(&format!("{}; _epik=CLICK2", filler.join("; "))),
+            "CLICK2",
+        ),
+    ];
+    let ua = "Mozilla/5.0 (Linux; Android 14; Ünïcode Phone) Mobile";
+    for (i, (name, cookie, _)) in cases.iter().enumerate() {
+        let resp = client
+            .post(format!(
+                "{}?v=2&tid=G-1&cid=1.2&gcs=G111&dl=https%3A%2F%2Fshop.example.com%2F",
+                server.url("/g/collect")
+            ))
+            .header(
+                "user-agent",
+                reqwest::header::HeaderValue::from_bytes(ua.as_bytes()).expect("ua"),
+            )
+            .header("cookie", cookie.as_ref().expect("cookie").clone())
+            .body(format!("en=page_view&ep.event_id=ck-{i}"))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 204, "{name}");
+    }
+    server.shutdown().await;
+    let mut got: Vec<(String, Value, Value)> = events_sent(&mock)
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e["event_id"].as_str().unwrap_or_default().to_owned(),
+                e["user_data"]["click_id"].clone(),
+                e["user_data"]["client_user_agent"].clone(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("ck-0".to_owned(), json!(cases[0].2), json!(ua)),
+            ("ck-1".to_owned(), json!(cases[1].2), json!(ua)),
+        ]
+    );
+}

@@ -192,9 +192,24 @@ fn kind(v: &Val<'_>) -> &'static str {
     }
 }
 
-/// First key of `keys` with a non-blank value.
+/// The value of the first of `keys` (aliases of one field, preferred first) with a
+/// non-blank value: the event's own keys first, then the keys a wrapper shares with its
+/// events. An event's own `url` beats the wrapper's `page_location`: own keys win, whatever
+/// alias they use.
+fn first_value<'e, 'a>(e: &'e EventData<'a>, keys: &[&str]) -> Option<&'e Val<'a>> {
+    let non_blank = |v: &&Val<'a>| value_text(v).is_some();
+    keys.iter()
+        .filter_map(|k| e.get_own(k))
+        .find(non_blank)
+        .or_else(|| {
+            let shared = e.shared()?;
+            keys.iter().filter_map(|k| shared.get(k)).find(non_blank)
+        })
+}
+
+/// [`first_value`] as text.
 fn first_text<'e>(e: &'e EventData<'_>, keys: &[&str]) -> Option<Cow<'e, str>> {
-    keys.iter().find_map(|k| e.get(k).and_then(value_text))
+    first_value(e, keys).and_then(value_text)
 }
 
 /// Fills the canonical event-data keys from their aliases (`docs/INGEST.md` §3). The object's
@@ -235,12 +250,22 @@ fn canonical_keys(e: &mut EventData<'_>, info: &RequestInfo<'_>, headers: &Heade
         ),
         ("user_id", &["user_id", "userId"][..]),
     ] {
-        if let Some(v) = first_text(e, aliases).map(Cow::into_owned) {
-            // A numeric user_id keeps its type (it is hashed from its text either way).
-            if !(canonical == "user_id" && matches!(e.get("user_id"), Some(Val::Num(_)))) {
-                e.insert(canonical, Val::string(v));
+        let value = match first_value(e, aliases) {
+            // A numeric `user_id` keeps its type (it is hashed from its text either way);
+            // its aliases become text, as any other.
+            Some(v @ Val::Num(n))
+                if canonical == "user_id"
+                    && e.get("user_id").is_some_and(|u| std::ptr::eq(u, v)) =>
+            {
+                Val::Num(*n)
             }
-        }
+            Some(v) => match value_text(v) {
+                Some(text) => Val::string(text.into_owned()),
+                None => continue,
+            },
+            None => continue,
+        };
+        e.insert(canonical, value);
     }
     if first_text(e, &["language"]).is_none() {
         let lang = headers

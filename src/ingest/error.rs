@@ -39,6 +39,10 @@ pub enum IngestError {
     Expands { bytes: usize, budget: usize },
     #[error("origin not allowed")]
     OriginNotAllowed,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("too many requests; retry after {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
     #[error("the event queue is full; retry later")]
@@ -99,6 +103,8 @@ impl IngestError {
             | IngestError::TooManyParameters(_)
             | IngestError::NoEvents(_) => StatusCode::BAD_REQUEST,
             IngestError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            IngestError::NotFound => StatusCode::NOT_FOUND,
+            IngestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::QueueFull | IngestError::QueueLowDisk | IngestError::Storage => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -120,6 +126,8 @@ impl IngestError {
             IngestError::NoEvents(_) => "no_events",
             IngestError::Expands { .. } => "expands",
             IngestError::OriginNotAllowed => "origin_not_allowed",
+            IngestError::NotFound => "not_found",
+            IngestError::MethodNotAllowed => "method_not_allowed",
             IngestError::RateLimited { .. } => "rate_limited",
             IngestError::QueueFull => "queue_full",
             IngestError::QueueLowDisk => "queue_low_disk",

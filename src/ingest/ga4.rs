@@ -17,7 +17,7 @@ use super::{
 use crate::event::{new_event_id, value_text, EventData, Obj, Shared, Val};
 
 /// Cookies copied into `common_cookie` (the first-party ids tags read).
-fn is_common_cookie(name: &str) -> bool {
+pub(crate) fn is_common_cookie(name: &str) -> bool {
     matches!(
         name,
         "_epik" | "_ga" | "FPID" | "FPLC" | "_fbp" | "_fbc" | "_ttp" | "ttclid"

@@ -25,7 +25,7 @@ pub mod privacy;
 use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use axum::{
-    http::{header, HeaderMap},
+    http::{header, HeaderMap, HeaderValue},
     routing::get,
     Router,
 };
@@ -96,9 +96,7 @@ impl<'h> RequestInfo<'h> {
             method,
             endpoint,
             client_ip: state.client_ip.resolve(peer.ip(), headers).to_string(),
-            user_agent: headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
+            user_agent: headers.get(header::USER_AGENT).and_then(header_text),
             authenticated,
             request_bytes: query.len() + header_bytes + 64,
             ctx: request_context(headers, &state.config.debug.token),
@@ -257,17 +255,7 @@ pub(crate) fn request_context<'h>(
     headers: &'h HeaderMap,
     debug_token: &Secret,
 ) -> RequestContext<'h> {
-    let cookies: Vec<(&str, &str)> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((k.trim(), v.trim().trim_matches('"')))
-        })
-        .take(64)
-        .collect();
+    let cookies = request_cookies(headers);
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -284,6 +272,46 @@ pub(crate) fn request_context<'h>(
         debug_allowed,
         trace_id,
     }
+}
+
+/// Most cookies of any name a request context keeps; past them only the cookies the gateway
+/// reads ([`ga4::is_common_cookie`], [`DEBUG_COOKIE`]) are kept, up to as many again. Sites
+/// with many marketing cookies send well over 64, and the browser puts a recent `_epik`
+/// near the end; the caps keep a hostile header's cost (32 bytes per kept cookie) small.
+const MAX_COOKIES: usize = 64;
+
+/// The request's cookies, in header order. A header is split on `;` as bytes, so a cookie
+/// whose value is not ASCII (browsers send UTF-8 as it was set) neither hides the others
+/// nor is lost; a pair that is not valid UTF-8 is skipped.
+fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
+    let mut cookies = Vec::new();
+    let mut read = 0;
+    let pairs = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim(), v.trim().trim_matches('"')))
+        });
+    for (k, v) in pairs {
+        if cookies.len() < MAX_COOKIES {
+            cookies.push((k, v));
+        } else if read < MAX_COOKIES && (ga4::is_common_cookie(k) || k == DEBUG_COOKIE) {
+            cookies.push((k, v));
+            read += 1;
+        } else if read == MAX_COOKIES {
+            break;
+        }
+    }
+    cookies
+}
+
+/// A header's value as text: any valid UTF-8 (`HeaderValue::to_str` takes visible ASCII
+/// only, and a browser's User-Agent or cookie may carry more).
+fn header_text(value: &HeaderValue) -> Option<&str> {
+    std::str::from_utf8(value.as_bytes()).ok()
 }
 
 /// Name of the cookie that can carry the debug token on ingest requests: set it in the
@@ -346,7 +374,7 @@ pub(crate) fn with_cookies(
     cookies: &[SetCookie],
 ) -> axum::response::Response {
     for c in cookies {
-        if let Ok(v) = header::HeaderValue::from_str(&c.header_value()) {
+        if let Ok(v) = HeaderValue::from_str(&c.header_value()) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }
@@ -371,6 +399,10 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
                 .post(ga4::gtag_post),
         )
         .route(&paths.mp, axum::routing::post(ga4::mp_post))
+        // A wrong method gets a JSON error (axum's own 405 has an empty body). Set before
+        // the CORS layer, so that it wraps this answer too: a preflight is an `OPTIONS`,
+        // which no route has, and the layer answers it.
+        .method_not_allowed_fallback(|| async { IngestError::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::layer,

@@ -161,8 +161,12 @@ impl Redactor {
     }
 }
 
+/// Bytes of an address's local part. Non-ASCII bytes count (an internationalized address
+/// sent raw, `jäne@…`): a run of them is whole UTF-8 characters, so the scan still stops on
+/// a character boundary.
 fn local_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
+        || !b.is_ascii()
         || matches!(
             b,
             b'.' | b'_'
@@ -187,8 +191,9 @@ fn local_char(b: u8) -> bool {
         )
 }
 
+/// Bytes of an address's domain (non-ASCII as in [`local_char`]: `…@exämple.com`).
 fn domain_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')
+    b.is_ascii_alphanumeric() || !b.is_ascii() || matches!(b, b'.' | b'-')
 }
 
 /// Replaces `local@domain.tld` (with `@` raw or as `%40`) by [`REDACTED`].
@@ -347,6 +352,17 @@ mod tests {
         );
         // A user-info style or a bare `@` is not an e-mail address.
         assert_eq!(r.redact_url("https://shop.example.com/@handle"), None);
+        // Internationalized addresses sent raw: no part of the address is left.
+        assert_eq!(
+            r.redact_url("https://shop.example.com/?u=jäne@exämple.com&x=1")
+                .as_deref(),
+            Some("https://shop.example.com/?u=(redacted)&x=1")
+        );
+        assert_eq!(
+            r.redact_url("https://shop.example.com/?u=ünïcødé%40example.de")
+                .as_deref(),
+            Some("https://shop.example.com/?u=(redacted)")
+        );
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub fn public(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(ingest::routes(state.clone()))
+        // Bad input gets a short JSON error, a wrong path or method too (axum's own answers
+        // have an empty body; the ingest routes set theirs inside their CORS layer). A 405
+        // keeps its `Allow` header.
+        .fallback(|| async { ingest::IngestError::NotFound })
+        .method_not_allowed_fallback(|| async { ingest::IngestError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
