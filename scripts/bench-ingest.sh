@@ -17,12 +17,13 @@
 # connections, DUR seconds per round; ROUNDS rounds alternating the servers; the median
 # round is reported.
 #
-# Reports per endpoint: req/s, p99 and CPU per request (user + system time of the server's
-# process over the round, divided by its requests; for the gateways also the mock
-# Pinterest's, which shares the machine) of each server, the ratios the targets are stated in
-# (sync0 / durable floor, sync100 / bare, p99 sync0 / p99 durable floor), the gateways'
-# fsyncs per second; then events per Pinterest call, events delivered vs acknowledged, and
-# each gateway's peak RSS.
+# Reports per endpoint: req/s, p99 and CPU per request of each server (user + system time
+# of its process over the round, divided by its requests), of wrk, and in the gateway rounds
+# of the mock Pinterest (all share the machine); the ratios the targets are stated in
+# (sync0 / durable floor, sync100 / bare, p99 sync0 / p99 durable floor); the gateways'
+# fsyncs per second; the CPU per request each target leaves the gateway (all cores busy at
+# the target rate, minus wrk's and the mock's share) beside what it uses; then events per
+# Pinterest call, events delivered vs acknowledged, and each gateway's peak RSS.
 #
 # Usage: scripts/bench-ingest.sh          (env: DUR=8 ROUNDS=3 CONN=32 ENDPOINTS="gtag data mp")
 set -euo pipefail
@@ -78,20 +79,22 @@ to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms
 # CPU time (user + system, in clock ticks) a process has used so far.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
-run_wrk() { # $1 url, $2 script -> "rps p99ms requests"
-  local out; out=$(wrk -t1 -c"$CONN" -d"${DUR}s" --latency -s "$2" "$1")
+run_wrk() { # $1 url, $2 script -> "rps p99ms requests wrk_cpu_s"
+  # `times` after wrk, in the same subshell: its second line is wrk's user and system time.
+  local out; out=$(wrk -t1 -c"$CONN" -d"${DUR}s" --latency -s "$2" "$1"; times)
+  local wcpu; wcpu=$(tail -n1 <<<"$out" | awk '{t=0; for (i=1;i<=2;i++) {split($i,a,/[ms]/); t+=a[1]*60+a[2]}; printf "%.3f", t}')
   local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   local n; n=$(awk '/requests in/ {print $1}' <<<"$out")
   local p99; p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   if [ -n "$non2xx" ]; then echo "!! $non2xx non-2xx answers from $1" >&2; fi
-  echo "$rps $p99 ${n:-0}"
+  echo "$rps $p99 ${n:-0} $wcpu"
 }
 # Microseconds of CPU per request from two tick readings.
 per_req() { awk -v a="$1" -v b="$2" -v n="$3" -v t="$TICK" 'BEGIN {printf "%.1f", (n ? (b - a) * 1e6 / t / n : 0)}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A RPS P99 SYNCS CPU MOCKCPU
+declare -A RPS P99 SYNCS CPU MOCKCPU WRKCPU
 ack0=$(metric "$G0_ADMIN" tagbridge_events_queued_total); ack0=${ack0:-0}
 ack100=$(metric "$G100_ADMIN" tagbridge_events_queued_total); ack100=${ack100:-0}
 for ep in $ENDPOINTS; do
@@ -110,9 +113,10 @@ for ep in $ENDPOINTS; do
       esac
       c0=0; [ "${s#sync}" != "$s" ] && c0=$(metric "$admin" tagbridge_queue_commits_total)
       t0=$(ticks "$pid"); m0=$(ticks "$mockpid")
-      read -r rps p99 n < <(run_wrk "http://$addr$path" "$script")
+      read -r rps p99 n wcpu < <(run_wrk "http://$addr$path" "$script")
       t1=$(ticks "$pid"); m1=$(ticks "$mockpid")
       CPU[$ep.$s]+="$(per_req "$t0" "$t1" "$n") "; MOCKCPU[$ep.$s]+="$(per_req "$m0" "$m1" "$n") "
+      WRKCPU[$ep.$s]+="$(per_req 0 "$(awk -v c="$wcpu" -v t="$TICK" 'BEGIN {print c * t}')" "$n") "
       if [ "${s#sync}" != "$s" ]; then
         c1=$(metric "$admin" tagbridge_queue_commits_total)
         SYNCS[$ep.$s]+="$(awk -v a="${c0:-0}" -v b="${c1:-0}" -v d="$DUR" 'BEGIN {printf "%.0f", (b-a)/d}') "
@@ -134,15 +138,15 @@ rss0=$(awk '/VmHWM/ {print $2}' "/proc/$gpid0/status"); rss100=$(awk '/VmHWM/ {p
 
 med() { tr ' ' '\n' <<<"${1% }" | median; }
 echo "wrk: 1 thread, $CONN connections, ${DUR}s × $ROUNDS rounds (median), $(nproc) cores, $(date -u +%F)"
-printf '%-10s %-16s %10s %9s %10s %12s %13s\n' endpoint server "req/s" "p99 ms" "fsyncs/s" "CPU us/req" "mock us/req"
+printf '%-10s %-16s %10s %9s %10s %12s %12s %13s\n' endpoint server "req/s" "p99 ms" "fsyncs/s" "CPU us/req" "wrk us/req" "mock us/req"
 for ep in $ENDPOINTS; do
   for s in bare floor wfloor sync0 sync100; do
     name=$s; case $s in bare) name="bare axum";; floor) name="durable floor";; wfloor) name="write floor";;
       sync0) name="gateway sync 0";; sync100) name="gateway sync 100";; esac
     sy=""; [ -n "${SYNCS[$ep.$s]:-}" ] && sy=$(med "${SYNCS[$ep.$s]}")
     mk=""; [ "${s#sync}" != "$s" ] && mk=$(med "${MOCKCPU[$ep.$s]}")
-    printf '%-10s %-16s %10.0f %9.2f %10s %12s %13s\n' "$ep" "$name" "$(med "${RPS[$ep.$s]}")" \
-      "$(med "${P99[$ep.$s]}")" "$sy" "$(med "${CPU[$ep.$s]}")" "$mk"
+    printf '%-10s %-16s %10.0f %9.2f %10s %12s %12s %13s\n' "$ep" "$name" "$(med "${RPS[$ep.$s]}")" \
+      "$(med "${P99[$ep.$s]}")" "$sy" "$(med "${CPU[$ep.$s]}")" "$(med "${WRKCPU[$ep.$s]}")" "$mk"
   done
 done
 echo
@@ -152,6 +156,20 @@ for ep in $ENDPOINTS; do
       -v g1="$(med "${RPS[$ep.sync100]}")" -v ba="$(med "${RPS[$ep.bare]}")" -v wf="$(med "${RPS[$ep.wfloor]}")" \
       -v p0="$(med "${P99[$ep.sync0]}")" -v pf="$(med "${P99[$ep.floor]}")" \
       'BEGIN {printf "%-10s %22.2f %22.2f %22.2f %18.2f\n", ep, g0/fl, g1/ba, p0/pf, g1/wf}'
+done
+echo
+# What the targets leave the gateway: the CPU per request that this machine's cores, fully
+# used, allow at the target rate, minus what wrk and the mock Pinterest spend per request
+# (wrk's as measured against the yardstick; it costs more per request at lower rates).
+cores=$(nproc)
+printf '%-10s %34s %34s\n' endpoint "sync100 target: budget / used us" "sync0 target: budget / used us"
+for ep in $ENDPOINTS; do
+  awk -v ep="$ep" -v c="$cores" -v ba="$(med "${RPS[$ep.bare]}")" -v fl="$(med "${RPS[$ep.floor]}")" \
+      -v wb="$(med "${WRKCPU[$ep.bare]}")" -v wf="$(med "${WRKCPU[$ep.floor]}")" \
+      -v m1="$(med "${MOCKCPU[$ep.sync100]}")" -v m0="$(med "${MOCKCPU[$ep.sync0]}")" \
+      -v g1="$(med "${CPU[$ep.sync100]}")" -v g0="$(med "${CPU[$ep.sync0]}")" \
+      'BEGIN {b1 = c * 1e6 / (0.70 * ba) - wb - m1; b0 = c * 1e6 / (0.85 * fl) - wf - m0;
+              printf "%-10s %34s %34s\n", ep, sprintf("%.1f / %.1f", b1, g1), sprintf("%.1f / %.1f", b0, g0)}'
 done
 echo
 printf '%-44s %s\n' "events per Pinterest call" "$(awk -v e="$events" -v c="$calls" 'BEGIN {printf "%.0f", (c ? e/c : 0)}')"
