@@ -331,6 +331,7 @@ impl Config {
             })
             .unwrap_or_default();
         defaults["tags"] = serde_json::Value::Array(tag_defaults);
+        typed_unset_settings(&mut defaults);
         let applied = overrides::apply(&mut tree, &defaults, env)?;
         let lookup = |name: &str| {
             env.iter()
@@ -614,6 +615,24 @@ fn parse_tags(raw: Option<serde_json::Value>) -> Result<Vec<TagConfig>, ConfigEr
             })
         })
         .collect()
+}
+
+/// Settings that are unset by default (`null` in the defaults tree) carry no type for an
+/// override to take. Give them a typed stand-in, so that `TAGBRIDGE__SERVER__RATE_LIMIT__
+/// REQUESTS_PER_S=20` is a number and `TAGBRIDGE__TAGS__0__DRY_RUN=true` a boolean even when
+/// the file does not set them. (The unset text settings stay text: no stand-in needed.)
+fn typed_unset_settings(defaults: &mut serde_json::Value) {
+    let rate_limit = &mut defaults["server"]["rate_limit"];
+    if rate_limit.is_null() {
+        *rate_limit = serde_json::json!({"requests_per_s": 0, "burst": 0});
+    }
+    if let Some(tags) = defaults["tags"].as_array_mut() {
+        for tag in tags.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            if let Some(dry_run) = tag.get_mut("dry_run").filter(|v| v.is_null()) {
+                *dry_run = serde_json::Value::Bool(false);
+            }
+        }
+    }
 }
 
 /// Operator-facing wording for serde's messages (no Rust type names).

@@ -87,6 +87,51 @@ fn empty_file_gives_defaults() {
     }
 }
 
+/// Settings unset by default still take their type from an override: a rate limit's
+/// numbers, a tag's `dry_run`.
+#[test]
+fn overrides_of_unset_settings_take_their_type() {
+    let yaml =
+        "tags:\n  - {name: p, type: pinterest, advertiser_id: \"549755885175\", access_token: t}\n";
+    let (config, _) = load_env(
+        yaml,
+        &[
+            ("TAGBRIDGE__SERVER__RATE_LIMIT__REQUESTS_PER_S", "20"),
+            ("TAGBRIDGE__SERVER__RATE_LIMIT__BURST", "40"),
+            ("TAGBRIDGE__TAGS__0__DRY_RUN", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.rate_limit,
+        Some(RateLimitConfig {
+            requests_per_s: 20,
+            burst: 40
+        })
+    );
+    assert!(config.tags[0].is_dry_run());
+    let (config, _) = load_env(
+        yaml,
+        &[(
+            "TAGBRIDGE__SERVER__RATE_LIMIT",
+            r#"{"requests_per_s": 5, "burst": 10}"#,
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.rate_limit,
+        Some(RateLimitConfig {
+            requests_per_s: 5,
+            burst: 10
+        })
+    );
+    let err = load_env(yaml, &[("TAGBRIDGE__TAGS__0__DRY_RUN", "maybe")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "TAGBRIDGE__TAGS__0__DRY_RUN (tags[0].dry_run): expected true or false, got \"maybe\""
+    );
+}
+
 #[test]
 fn expansion_into_a_number_field_takes_the_setting_type() {
     // An expanded value takes the type of the setting it fills.
