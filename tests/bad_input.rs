@@ -6,6 +6,17 @@ mod common;
 use common::TestServer;
 use serde_json::{json, Value};
 
+/// A gateway with one Pinterest tag delivering to a fresh mock.
+async fn start() -> (wiremock::MockServer, TestServer) {
+    let mock = common::mock_pinterest().await;
+    let tag = common::tag(
+        json!({"name": "p", "advertiser_id": "549755885175", "access_token": "tok"}),
+        &mock.uri(),
+    );
+    let server = TestServer::start(common::config_with(vec![tag])).await;
+    (mock, server)
+}
+
 async fn assert_still_serves(client: &reqwest::Client, server: &TestServer) {
     let resp = client
         .post(server.url("/data"))
@@ -20,12 +31,7 @@ async fn assert_still_serves(client: &reqwest::Client, server: &TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_get_4xx_and_the_server_survives() {
-    let mock = common::mock_pinterest().await;
-    let tag = common::tag(
-        json!({"name": "p", "advertiser_id": "549755885175", "access_token": "tok"}),
-        &mock.uri(),
-    );
-    let server = TestServer::start(common::config_with(vec![tag])).await;
+    let (mock, server) = start().await;
     let client = reqwest::Client::new();
     let huge_array = format!("[{}]", vec!["{}"; 10_000].join(","));
     let one_mib = "x".repeat(1 << 20);
@@ -115,12 +121,7 @@ fn tokio_stream_iter<I: Iterator + Unpin>(iter: I) -> impl futures_core::Stream<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_data_and_health_endpoints() {
-    let mock = common::mock_pinterest().await;
-    let tag = common::tag(
-        json!({"name": "p", "advertiser_id": "549755885175", "access_token": "tok"}),
-        &mock.uri(),
-    );
-    let server = TestServer::start(common::config_with(vec![tag])).await;
+    let (mock, server) = start().await;
     let client = reqwest::Client::new();
     let resp = client
         .get(server.url("/healthz"))
@@ -177,12 +178,7 @@ async fn get_data_and_health_endpoints() {
 /// `Allow` header), and a preflight still reaches the CORS layer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_paths_and_methods_get_json_errors() {
-    let mock = common::mock_pinterest().await;
-    let tag = common::tag(
-        json!({"name": "p", "advertiser_id": "549755885175", "access_token": "tok"}),
-        &mock.uri(),
-    );
-    let server = TestServer::start(common::config_with(vec![tag])).await;
+    let (_mock, server) = start().await;
     let client = reqwest::Client::new();
     for (method, path, status, allow) in [
         ("PUT", "/data", 405, Some("GET,HEAD,POST")),
@@ -244,12 +240,7 @@ async fn wrong_paths_and_methods_get_json_errors() {
 /// `page_location`; an event without them reads the wrapper's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_wrapper_own_aliases_beat_shared_keys() {
-    let mock = common::mock_pinterest().await;
-    let tag = common::tag(
-        json!({"name": "p", "advertiser_id": "549755885175", "access_token": "tok"}),
-        &mock.uri(),
-    );
-    let server = TestServer::start(common::config_with(vec![tag])).await;
+    let (mock, server) = start().await;
     let resp = reqwest::Client::new()
         .post(server.url("/data"))
         .json(&json!({
@@ -291,22 +282,14 @@ async fn data_wrapper_own_aliases_beat_shared_keys() {
                 "a-1",
                 "checkout",
                 "https://shop.example.com/thanks",
-                [tagbridge_sha256("u-7")]
+                [common::sha256("u-7")]
             ]),
             json!([
                 "a-2",
                 "page_visit",
                 "https://shop.example.com/list",
-                [tagbridge_sha256("42")]
+                [common::sha256("42")]
             ]),
         ]
     );
-}
-
-fn tagbridge_sha256(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -70,14 +70,6 @@ async fn wait_for_events(mock: &wiremock::MockServer, n: usize) -> Vec<Value> {
     }
 }
 
-fn sha256(s: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Sends raw bytes on a fresh connection and reads until the server closes it (a reset
 /// counts as closed, with what was read before it).
 async fn raw(addr: SocketAddr, request: &[u8]) -> String {
@@ -231,7 +223,7 @@ async fn a_shared_email_array_is_capped_per_event() {
         .expect("post");
     assert_eq!(resp.status(), 200);
     let sent = wait_for_events(&mock, 100).await;
-    let want: Vec<String> = emails[..10].iter().map(|e| sha256(e)).collect();
+    let want: Vec<String> = emails[..10].iter().map(|e| common::sha256(e)).collect();
     for e in &sent {
         assert_eq!(e["user_data"]["em"], json!(want), "the first ten values");
     }

@@ -119,6 +119,15 @@ impl Drop for TestServer {
 }
 
 /// A Pinterest tag entry from JSON, pointed at `api_base`.
+/// Lowercase hex SHA-256 of `text`: what a hashed user-data value must be.
+pub fn sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn tag(mut settings: Value, api_base: &str) -> TagConfig {
     settings["type"] = json!("pinterest");
     settings["api_base"] = json!(api_base);
