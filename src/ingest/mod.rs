@@ -285,7 +285,7 @@ const MAX_COOKIES: usize = 64;
 /// nor is lost; a pair that is not valid UTF-8 is skipped.
 fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
     let mut cookies = Vec::new();
-    let mut read = 0;
+    let mut extra = 0;
     let pairs = headers
         .get_all(header::COOKIE)
         .iter()
@@ -298,10 +298,10 @@ fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
     for (k, v) in pairs {
         if cookies.len() < MAX_COOKIES {
             cookies.push((k, v));
-        } else if read < MAX_COOKIES && (ga4::is_common_cookie(k) || k == DEBUG_COOKIE) {
+        } else if extra < MAX_COOKIES && (ga4::is_common_cookie(k) || k == DEBUG_COOKIE) {
             cookies.push((k, v));
-            read += 1;
-        } else if read == MAX_COOKIES {
+            extra += 1;
+        } else if extra == MAX_COOKIES {
             break;
         }
     }
