@@ -126,6 +126,67 @@ async fn a_503_is_retried_until_delivered() {
     }
 }
 
+/// A redirect from `api_base` is not followed: no event goes to the other host, and the
+/// events stay queued and are retried (then delivered once the API answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_the_events_wait() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(matchers::any())
+        .respond_with(common::PinterestOk)
+        .mount(&elsewhere)
+        .await;
+    let mock = MockServer::start().await;
+    for status in [307, 302] {
+        Mock::given(matchers::method("POST"))
+            .respond_with(
+                ResponseTemplate::new(status)
+                    .insert_header("location", format!("{}/v5/elsewhere", elsewhere.uri())),
+            )
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&mock)
+            .await;
+    }
+    Mock::given(matchers::method("POST"))
+        .respond_with(common::PinterestOk)
+        .with_priority(2)
+        .mount(&mock)
+        .await;
+    let mut config = common::config_with(vec![common::tag(
+        json!({"name": "pin", "advertiser_id": "549755885175", "access_token": "t",
+               "wait_for_response": true}),
+        &mock.uri(),
+    )]);
+    config.dispatch.retry.initial_ms = 10;
+    config.dispatch.retry.max_ms = 50;
+    let server = TestServer::start(config).await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&event("rd-1"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        resp.json::<Value>().await.expect("json")["tags"],
+        json!([{"name": "pin", "status": "sent"}])
+    );
+    server.shutdown().await;
+    assert_eq!(
+        elsewhere
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .len(),
+        0
+    );
+    let requests = mock.received_requests().await.unwrap_or_default();
+    assert_eq!(requests.len(), 3);
+    for r in &requests {
+        let body: Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(body["data"][0]["event_id"], "rd-1");
+    }
+}
+
 async fn logged_records(log: &str, debug_header: Option<&str>, body: Value) -> Vec<Value> {
     let mock = common::mock_pinterest().await;
     let server = start(&mock, json!({"log": log})).await;

@@ -236,7 +236,9 @@ async fn supervise(
 }
 
 /// The HTTP client every destination shares: built once, rustls, no proxies from the
-/// environment (the only outbound host is the configured `api_base`).
+/// environment, no redirects followed (the only outbound host is the configured
+/// `api_base`: a redirect would send events elsewhere, and a 302 turned into a body-less
+/// `GET` that answers 200 would count them as delivered).
 ///
 /// # Errors
 /// When the TLS backend cannot be initialised.
@@ -245,6 +247,7 @@ pub fn http_client(config: &DispatchConfig) -> Result<reqwest::Client, reqwest::
         .timeout(Duration::from_millis(config.timeout_ms))
         .connect_timeout(Duration::from_millis(config.timeout_ms.min(5_000)))
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tagbridge/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60))
         .build()

@@ -174,6 +174,14 @@ impl Destination for PinterestDestination {
                     }
                 }
             }
+            // Redirects are not followed (`dispatch::http_client`): `api_base` points
+            // somewhere else than the API. The events wait and are retried, never dropped.
+            300..=399 => BatchVerdict::Retry {
+                reason: format!(
+                    "HTTP {status}: a redirect, not followed (api_base must be the API's own URL)"
+                ),
+                after: answer.retry_after,
+            },
             408 | 500..=599 => BatchVerdict::Retry {
                 reason: format!("HTTP {status}: {}", error_message(body)),
                 after: answer.retry_after,
