@@ -42,7 +42,13 @@ pub fn apply(
             ));
         }
         let path = display_path(&segments);
-        let hint = lookup(tree, &segments).or_else(|| lookup(defaults, &segments));
+        // A secret is text whatever the file holds (a placeholder `1` must not make the
+        // token a number, and an error must not print it).
+        let hint = if is_secret(&segments) {
+            None
+        } else {
+            lookup(tree, &segments).or_else(|| lookup(defaults, &segments))
+        };
         let value =
             coerce(raw, hint).map_err(|m| ConfigError::new(format!("{var} ({path})"), m))?;
         set(tree, &segments, value).map_err(|m| ConfigError::new(format!("{var} ({path})"), m))?;
@@ -52,6 +58,17 @@ pub fn apply(
         });
     }
     Ok(applied)
+}
+
+/// The settings that hold secrets (`support::Secret`): the ingest key, the debug token,
+/// a tag's access token.
+fn is_secret(segments: &[String]) -> bool {
+    match segments {
+        [server, key] if server == "server" => key == "ingest_key",
+        [debug, key] if debug == "debug" => key == "token",
+        [tags, _, key] if tags == "tags" => key == "access_token",
+        _ => false,
+    }
 }
 
 /// `tags[0].access_token` style.

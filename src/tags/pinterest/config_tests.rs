@@ -159,10 +159,22 @@ fn unset_env_var_expands_to_empty_and_is_reported() {
 
 #[test]
 fn expansion_does_not_reparse_yaml_inside_the_value() {
-    // A secret containing YAML syntax stays one string.
-    let yaml = with_tag("    access_token: \"${PIN_TOKEN}\"\n");
-    let (config, _) = load_env(&yaml, &[("PIN_TOKEN", "a: b # c, {d}")]).unwrap();
-    assert_eq!(pinterest(&config, 0).access_token.expose(), "a: b # c, {d}");
+    // A secret containing YAML syntax stays one string (an access token cannot hold
+    // spaces: the debug token can).
+    let yaml = format!(
+        "debug:\n  token: \"${{DBG}}\"\n{}",
+        with_tag("    access_token: \"${PIN_TOKEN}\"\n")
+    );
+    let (config, _) = load_env(
+        &yaml,
+        &[("DBG", "a: b # c, {d}"), ("PIN_TOKEN", "pina:b#c,{d}[e]")],
+    )
+    .unwrap();
+    assert_eq!(config.debug.token.expose(), "a: b # c, {d}");
+    assert_eq!(
+        pinterest(&config, 0).access_token.expose(),
+        "pina:b#c,{d}[e]"
+    );
 }
 
 #[test]
@@ -733,5 +745,59 @@ fn secrets_are_masked_in_check_output() {
     assert_eq!(
         pinterest(&config, 0).access_token.expose(),
         "pina_VERY_SECRET_TOKEN"
+    );
+}
+
+/// An override of a secret is text whatever the file holds, and no error prints it.
+#[test]
+fn secret_overrides_are_text_and_never_echoed() {
+    let yaml = format!(
+        "server:\n  ingest_key: 1\ndebug:\n  token: 2\n{}",
+        with_tag("    access_token: 3\n")
+    );
+    let (config, _) = load_env(
+        &yaml,
+        &[
+            ("TAGBRIDGE__TAGS__0__ACCESS_TOKEN", "pina_realtoken"),
+            ("TAGBRIDGE__SERVER__INGEST_KEY", "ingest_0123"),
+            ("TAGBRIDGE__DEBUG__TOKEN", "dbg_x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        pinterest(&config, 0).access_token.expose(),
+        "pina_realtoken"
+    );
+    assert_eq!(config.server.ingest_key.expose(), "ingest_0123");
+    assert_eq!(config.debug.token.expose(), "dbg_x");
+}
+
+/// A token a header cannot carry is a config error that names the key, not the value; a
+/// line break around it (a token read from a file) is not part of it.
+#[test]
+fn access_token_must_fit_a_header() {
+    for bad in ["pina_a b", "pina_a\nb", "pina_ä"] {
+        let err = load_env(
+            &with_tag("    access_token: \"${PIN_TOKEN}\"\n"),
+            &[("PIN_TOKEN", bad)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "tags[0].access_token: must be printable ASCII without spaces or line breaks inside (as Pinterest issues it)",
+            "{bad:?}"
+        );
+    }
+    let (config, _) = load_env(
+        &with_tag("    access_token: \"${PIN_TOKEN}\"\n"),
+        &[("PIN_TOKEN", "pina_ok\n")],
+    )
+    .unwrap();
+    let tag = crate::tags::TagConfig::Pinterest(pinterest(&config, 0).clone()).build();
+    let request = tag.destination().encode(&[b"{}"]);
+    assert_eq!(
+        request.headers[0],
+        ("authorization", "Bearer pina_ok".to_owned())
     );
 }

@@ -45,7 +45,9 @@ impl PinterestDestination {
         Self {
             url,
             account,
-            token: settings.access_token.clone(),
+            // Surrounding whitespace (a token read from a file with its line break) is not
+            // part of the token; the config check refuses anything else a header cannot carry.
+            token: Secret::new(settings.access_token.expose().trim()),
         }
     }
 }

@@ -185,6 +185,21 @@ impl PinterestSettings {
                 ));
             }
         }
+        // The token goes into an HTTP header: one that cannot would fail every batch for a
+        // day (a transport error, retried) instead of failing here. The value is never echoed.
+        if !self
+            .access_token
+            .expose()
+            .trim()
+            .bytes()
+            .all(|b| b.is_ascii_graphic())
+        {
+            return err(
+                "access_token",
+                "must be printable ASCII without spaces or line breaks inside (as Pinterest issues it)"
+                    .into(),
+            );
+        }
         if self.dry_run == Some(false) && self.access_token.is_empty() {
             return err(
                 "access_token",
