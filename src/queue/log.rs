@@ -306,11 +306,13 @@ fn write_active(log: &mut Log, buf: &[u8]) -> Result<(u32, u64), String> {
     Ok((active.id, base))
 }
 
-/// Cuts the active segment back to its last synced length (a failed sync: what was written
-/// since is in doubt and was never acknowledged).
-fn cut_to_synced(log: &mut Log) {
+/// Cuts the active segment back to `keep`, where the write whose sync failed began: what
+/// that write added is in doubt and was never acknowledged. Not to the last synced length:
+/// in interval mode, the events written (and acknowledged) since the last sync are before
+/// `keep` and stay.
+fn cut_back(log: &mut Log, keep: u64) {
     if let Some(a) = log.active.as_mut() {
-        let keep = a.synced.max(format::HEADER_LEN as u64);
+        let keep = keep.max(a.synced).max(format::HEADER_LEN as u64);
         if a.file.truncate(keep).is_ok() {
             a.len = keep;
         } else {
@@ -379,7 +381,7 @@ fn commit_group(shared: &Shared, log: &mut Log, items: Vec<Pending>) {
         let synced = log.active.as_ref().map(|a| a.file.sync());
         if let Some(Err(e)) = synced {
             let reason = io_reason(&e);
-            cut_to_synced(log);
+            cut_back(log, base);
             shared.fail(log, reason.clone());
             return refuse(shared, items, &QueueError::Unwritable(reason));
         }
@@ -674,7 +676,7 @@ fn compact_one(shared: &Shared) {
     // The copies must be durable before the original goes.
     if let Some(Err(e)) = log.active.as_ref().map(|a| a.file.sync()) {
         let reason = io_reason(&e);
-        cut_to_synced(&mut log);
+        cut_back(&mut log, base);
         shared.fail(&mut log, reason);
         return;
     }

@@ -686,3 +686,63 @@ fn scan_finds_every_intact_frame_of_garbage() {
         .collect();
     assert_eq!(frames.len(), 1);
 }
+
+/// Interval mode: a compaction whose sync fails cuts back only its own copies, never the
+/// events acknowledged since the last periodic sync (they were written before it).
+#[test]
+fn a_failed_compaction_sync_keeps_acknowledged_unsynced_events() {
+    let dir = tempfile::tempdir().expect("dir");
+    let faults = Faults::new();
+    let storage = Arc::new(FaultyStorage::new(
+        Arc::new(FileStorage::new(dir.path()).expect("fs")),
+        faults.clone(),
+    ));
+    let mut o = QueueOptions::new(64 << 20, 8 << 20);
+    o.segment_bytes = 64 << 10;
+    o.sync_interval = Some(std::time::Duration::from_secs(60));
+    let (q, _) = Queue::open(storage, None, o.clone(), 2, &routes).expect("open");
+    // Several sealed segments, mostly route a's, with a few of route b's among them.
+    let body = "z".repeat(1_000);
+    for i in 0..400 {
+        let tag = if i % 20 == 0 { "b" } else { "a" };
+        let mut b = AppendBatch::default();
+        let id = i.to_string();
+        let head = EventHead {
+            seq: 0,
+            received_ms: 1,
+            log: false,
+            tag,
+            event_id: &id,
+            event_name: "n",
+            trace_id: "",
+        };
+        b.push(&q, routes(tag).unwrap_or(0), head, body.as_bytes(), None);
+        rt().block_on(q.append(b).expect("append").durable())
+            .expect("durable");
+    }
+    // The first periodic sync (due at once), then acknowledged events it does not cover.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while q.commits() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no periodic sync");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    append(&q, "b", &["X1", "X2", "X3"]);
+    faults.fail_sync.store(true, Ordering::Release);
+    // Route a's events settle: the sealed segments turn sparse, compaction copies route b's
+    // events and its sync fails.
+    let leased = q.lease(0, 1000, u64::MAX);
+    q.settle(0, &leased, &[]).expect("settle");
+    wait_for_state(&q, QueueState::Unwritable);
+    faults.fail_sync.store(false, Ordering::Release);
+    wait_for_state(&q, QueueState::Writable);
+    let want: Vec<String> = (0..400)
+        .filter(|i| i % 20 == 0)
+        .map(|i| i.to_string())
+        .chain(["X1", "X2", "X3"].map(String::from))
+        .collect();
+    assert_eq!(pending_ids(&q, 1), want);
+    q.close();
+    drop(q);
+    let (q, _) = open_dir(dir.path(), o);
+    assert_eq!(pending_ids(&q, 1), want);
+}
