@@ -479,7 +479,9 @@ impl DeadStore {
         out
     }
 
-    /// Appends dead-letter frames; then evicts the oldest segments past the cap.
+    /// Appends dead-letter frames and syncs them (the caller then acknowledges the events
+    /// or deletes their segment: the dead letters must be on disk first, power loss
+    /// included); then evicts the oldest segments past the cap.
     pub fn append(
         &mut self,
         storage: &dyn Storage,
@@ -498,7 +500,11 @@ impl DeadStore {
             let id = self.next_id.max(1);
             let name = dead_name(id);
             let file = storage.create(&name)?;
-            if let Err(e) = file.append(&format::header(Kind::Dead, id)) {
+            // The new file's name must survive a power loss too.
+            if let Err(e) = file
+                .append(&format::header(Kind::Dead, id))
+                .and_then(|()| storage.sync_dir())
+            {
                 let _ = storage.remove(&name);
                 return Err(e);
             }
@@ -517,7 +523,7 @@ impl DeadStore {
             return Err(std::io::Error::other("no dead-letter segment"));
         };
         let before = self.segs.get(&id).map_or(0, |s| s.size);
-        if let Err(e) = file.append(frames) {
+        if let Err(e) = file.append(frames).and_then(|()| file.sync()) {
             let _ = file.truncate(before);
             return Err(e);
         }

@@ -746,3 +746,34 @@ fn a_failed_compaction_sync_keeps_acknowledged_unsynced_events() {
     let (q, _) = open_dir(dir.path(), o);
     assert_eq!(pending_ids(&q, 1), want);
 }
+
+/// A dead letter is synced before its event is acknowledged: when the sync fails, the
+/// settle fails and the event stays queued (retried), instead of being acknowledged with
+/// its dead letter only in the page cache.
+#[test]
+fn a_dead_letter_that_cannot_be_synced_keeps_its_event_queued() {
+    let faults = Faults::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let storage = Arc::new(FaultyStorage::new(
+        Arc::new(FileStorage::new(dir.path()).expect("fs")),
+        faults.clone(),
+    ));
+    let (q, _) = Queue::open(storage, None, opts(), 2, &routes).expect("open");
+    append(&q, "a", &["d-1"]);
+    let e = q.lease(0, 1, u64::MAX);
+    let payload = q.read(&e)[0].clone().expect("read");
+    faults.fail_sync.store(true, Ordering::Release);
+    let letter = DeadLetter {
+        reason: DeadReason::EventFailed,
+        status: Some(200),
+        message: "failed".into(),
+    };
+    let settled = q.settle(0, &[], &[(e[0], letter, Some(payload.payload()))]);
+    assert!(settled.is_err(), "{settled:?}");
+    faults.fail_sync.store(false, Ordering::Release);
+    assert_eq!(q.stats().dead_letters, 0);
+    q.close();
+    drop(q);
+    let (q, _) = open_dir(dir.path(), opts());
+    assert_eq!(pending_ids(&q, 0), ["d-1"]);
+}
