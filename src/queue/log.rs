@@ -494,11 +494,18 @@ fn writer_loop(weak: &Weak<Shared>) {
         let Some(shared) = weak.upgrade() else {
             return;
         };
-        let wait = shared
-            .opts
-            .sync_interval
-            .unwrap_or(Duration::from_millis(250))
-            .min(RETRY_EVERY);
+        // Only writes that wait for a sync make a deadline (an idle or failed queue sleeps
+        // its whole interval).
+        let since_sync = match shared.opts.sync_interval {
+            Some(_) => {
+                let log = lock(&shared.log);
+                (log.dirty && log.failure.is_none())
+                    .then(|| log.last_sync.map(|t| t.elapsed()))
+                    .flatten()
+            }
+            None => None,
+        };
+        let wait = idle_wait(shared.opts.sync_interval, since_sync);
         let items = {
             let (inbox, cv) = &shared.inbox;
             let mut guard = lock(inbox);
@@ -550,6 +557,20 @@ fn writer_loop(weak: &Weak<Shared>) {
             return;
         }
     }
+}
+
+/// How long the writer sleeps when nothing waits: in interval mode until the next sync is
+/// due (`since_sync`: the time since the last sync, while unsynced writes wait), so that a
+/// wake-up just before it does not push the sync to almost twice the interval; at most
+/// [`RETRY_EVERY`]; in commit mode 250 ms (it only looks around).
+pub(super) fn idle_wait(sync_interval: Option<Duration>, since_sync: Option<Duration>) -> Duration {
+    let wait = match (sync_interval, since_sync) {
+        (Some(iv), Some(since)) => iv.saturating_sub(since),
+        (Some(iv), None) => iv,
+        (None, _) => Duration::from_millis(250),
+    };
+    // Never a busy loop: at least a millisecond between looks.
+    wait.clamp(Duration::from_millis(1), RETRY_EVERY)
 }
 
 /// Once a second: retry writing after a failure, re-read free space, log state changes,

@@ -777,3 +777,19 @@ fn a_dead_letter_that_cannot_be_synced_keeps_its_event_queued() {
     let (q, _) = open_dir(dir.path(), opts());
     assert_eq!(pending_ids(&q, 0), ["d-1"]);
 }
+
+/// Interval mode: the writer sleeps until the next sync is due, not a whole interval from
+/// whenever it last woke up.
+#[test]
+fn the_writer_sleeps_until_the_next_sync_is_due() {
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let iv = Some(ms(100));
+    assert_eq!(super::log::idle_wait(iv, Some(ms(90))), ms(10));
+    assert_eq!(super::log::idle_wait(iv, Some(ms(20))), ms(80));
+    assert_eq!(super::log::idle_wait(iv, None), ms(100));
+    // Overdue: look again soon, without spinning.
+    assert_eq!(super::log::idle_wait(iv, Some(ms(150))), ms(1));
+    assert_eq!(super::log::idle_wait(Some(ms(5_000)), None), ms(1_000));
+    assert_eq!(super::log::idle_wait(None, Some(ms(10))), ms(250));
+}
