@@ -25,6 +25,30 @@ async fn start(mock: &MockServer, extra: Value) -> TestServer {
 
 const DEBUG_TOKEN: &str = "dbg-7f3a";
 
+/// A gateway that waits for Pinterest's answer and retries quickly (10–50 ms).
+async fn start_retrying(mock: &MockServer) -> TestServer {
+    let settings = json!({"name": "pin", "advertiser_id": "549755885175", "access_token": "t",
+                          "wait_for_response": true});
+    let mut config = common::config_with(vec![common::tag(settings, &mock.uri())]);
+    config.dispatch.retry.initial_ms = 10;
+    config.dispatch.retry.max_ms = 50;
+    TestServer::start(config).await
+}
+
+/// Posts one event and expects the answer to report it sent (after however many retries).
+async fn post_until_sent(server: &TestServer, id: &str) {
+    let resp = reqwest::Client::new()
+        .post(server.url("/data"))
+        .json(&event(id))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        resp.json::<Value>().await.expect("json")["tags"],
+        json!([{"name": "pin", "status": "sent"}])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_response_reports_sent_and_per_event_failures() {
     let mock = MockServer::start().await;
@@ -100,22 +124,8 @@ async fn a_503_is_retried_until_delivered() {
         .with_priority(2)
         .mount(&mock)
         .await;
-    let mut settings = json!({"name": "pin", "advertiser_id": "549755885175", "access_token": "t", "wait_for_response": true});
-    settings["api_base"] = json!(mock.uri());
-    let mut config = common::config_with(vec![common::tag(settings, &mock.uri())]);
-    config.dispatch.retry.initial_ms = 10;
-    config.dispatch.retry.max_ms = 50;
-    let server = TestServer::start(config).await;
-    let resp = reqwest::Client::new()
-        .post(server.url("/data"))
-        .json(&event("r-1"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        resp.json::<Value>().await.expect("json")["tags"],
-        json!([{"name": "pin", "status": "sent"}])
-    );
+    let server = start_retrying(&mock).await;
+    post_until_sent(&server, "r-1").await;
     server.shutdown().await;
     let requests = mock.received_requests().await.unwrap_or_default();
     assert_eq!(requests.len(), 3);
@@ -152,24 +162,8 @@ async fn a_redirect_is_not_followed_and_the_events_wait() {
         .with_priority(2)
         .mount(&mock)
         .await;
-    let mut config = common::config_with(vec![common::tag(
-        json!({"name": "pin", "advertiser_id": "549755885175", "access_token": "t",
-               "wait_for_response": true}),
-        &mock.uri(),
-    )]);
-    config.dispatch.retry.initial_ms = 10;
-    config.dispatch.retry.max_ms = 50;
-    let server = TestServer::start(config).await;
-    let resp = reqwest::Client::new()
-        .post(server.url("/data"))
-        .json(&event("rd-1"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        resp.json::<Value>().await.expect("json")["tags"],
-        json!([{"name": "pin", "status": "sent"}])
-    );
+    let server = start_retrying(&mock).await;
+    post_until_sent(&server, "rd-1").await;
     server.shutdown().await;
     assert_eq!(
         elsewhere

@@ -320,6 +320,17 @@ fn a_torn_last_write_is_cut_and_the_rest_kept() {
     assert_eq!(std::fs::metadata(&seg).expect("meta").len(), len);
 }
 
+/// A queue on files in `dir` whose storage fails on demand.
+fn faulty_queue(dir: &Path, o: QueueOptions) -> (Queue, Arc<Faults>) {
+    let faults = Faults::new();
+    let storage = Arc::new(FaultyStorage::new(
+        Arc::new(FileStorage::new(dir).expect("fs")),
+        faults.clone(),
+    ));
+    let (q, _) = Queue::open(storage, None, o, 2, &routes).expect("open");
+    (q, faults)
+}
+
 fn wait_for_state(q: &Queue, state: QueueState) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while q.state() != state {
@@ -410,13 +421,8 @@ fn a_damaged_segment_is_moved_aside_and_its_intact_events_requeued() {
 
 #[test]
 fn a_full_disk_refuses_then_heals_without_a_restart() {
-    let faults = Faults::new();
     let dir = tempfile::tempdir().expect("dir");
-    let storage = Arc::new(FaultyStorage::new(
-        Arc::new(FileStorage::new(dir.path()).expect("fs")),
-        faults.clone(),
-    ));
-    let (q, _) = Queue::open(storage, None, opts(), 2, &routes).expect("open");
+    let (q, faults) = faulty_queue(dir.path(), opts());
     append(&q, "a", &["before"]);
     faults.disk_full.store(true, Ordering::Release);
     let commit = q.append(batch(&q, "a", &["lost"])).expect("handed over");
@@ -446,13 +452,8 @@ fn a_full_disk_refuses_then_heals_without_a_restart() {
 
 #[test]
 fn a_failed_sync_fails_the_commit_and_keeps_nothing() {
-    let faults = Faults::new();
     let dir = tempfile::tempdir().expect("dir");
-    let storage = Arc::new(FaultyStorage::new(
-        Arc::new(FileStorage::new(dir.path()).expect("fs")),
-        faults.clone(),
-    ));
-    let (q, _) = Queue::open(storage, None, opts(), 2, &routes).expect("open");
+    let (q, faults) = faulty_queue(dir.path(), opts());
     append(&q, "a", &["ok"]);
     faults.fail_sync.store(true, Ordering::Release);
     let commit = q.append(batch(&q, "a", &["doubtful"])).expect("written");
@@ -692,15 +693,10 @@ fn scan_finds_every_intact_frame_of_garbage() {
 #[test]
 fn a_failed_compaction_sync_keeps_acknowledged_unsynced_events() {
     let dir = tempfile::tempdir().expect("dir");
-    let faults = Faults::new();
-    let storage = Arc::new(FaultyStorage::new(
-        Arc::new(FileStorage::new(dir.path()).expect("fs")),
-        faults.clone(),
-    ));
     let mut o = QueueOptions::new(64 << 20, 8 << 20);
     o.segment_bytes = 64 << 10;
     o.sync_interval = Some(std::time::Duration::from_secs(60));
-    let (q, _) = Queue::open(storage, None, o.clone(), 2, &routes).expect("open");
+    let (q, faults) = faulty_queue(dir.path(), o.clone());
     // Several sealed segments, mostly route a's, with a few of route b's among them.
     let body = "z".repeat(1_000);
     for i in 0..400 {
@@ -752,13 +748,8 @@ fn a_failed_compaction_sync_keeps_acknowledged_unsynced_events() {
 /// its dead letter only in the page cache.
 #[test]
 fn a_dead_letter_that_cannot_be_synced_keeps_its_event_queued() {
-    let faults = Faults::new();
     let dir = tempfile::tempdir().expect("dir");
-    let storage = Arc::new(FaultyStorage::new(
-        Arc::new(FileStorage::new(dir.path()).expect("fs")),
-        faults.clone(),
-    ));
-    let (q, _) = Queue::open(storage, None, opts(), 2, &routes).expect("open");
+    let (q, faults) = faulty_queue(dir.path(), opts());
     append(&q, "a", &["d-1"]);
     let e = q.lease(0, 1, u64::MAX);
     let payload = q.read(&e)[0].clone().expect("read");
